@@ -1,0 +1,202 @@
+"""A deployment (model x accelerator x numeric formats x parallel layout x framework) and its memory plan.
+
+Layout: a replica spans ``tp * pp`` GPUs. Tensor parallelism (TP) splits every layer's weights and
+attention heads over ``tp`` GPUs of one scale-up domain; pipeline parallelism (PP) splits the layers
+into ``pp`` stages. Expert parallelism (EP) shards the routed experts over the same GPUs
+(``ep <= tp * pp``); attention is then either tensor-parallel (``attention="tp"``) or data-parallel
+(``attention="dp"``: every GPU of a stage holds all attention weights and serves its own sequences).
+
+Where the KV cache lives: with GQA under TP each GPU holds ``max(kv_heads / tp, 1)`` KV heads of
+its stage's layers (heads replicate when tp exceeds them). MLA's compressed latent has no heads to
+split: under TP every GPU of a stage holds the whole latent of every sequence (replicated), under
+attention-DP each GPU holds the latents of its own sequences only, so the replica holds ``tp`` times
+more tokens.
+
+Memory per GPU = weights + reserve (activations, workspace, runtime) + KV cache; a layout that does
+not fit raises ``InputError`` with the numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from simulator import units
+from simulator.efficiency import Efficiency, default_framework, lookup_efficiency, memory_settings, normalise_framework
+from simulator.errors import InputError
+from simulator.formats import FORMATS, Precision, gemm_compute_family, resolve_precision
+from simulator.hardware import Accelerator, load_accelerator
+from simulator.models import ModelSpec, load_model
+
+_HIGH_PRECISION_MIN_BYTES = FORMATS["fp8"].bytes_per_element  # embeddings / lm_head never below 8 bits
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Parallel layout of one replica. Invariants: all >= 1, ep <= tp * pp, attention in {'tp','dp'}."""
+
+    tp: int = 1
+    pp: int = 1
+    ep: int = 1
+    attention: str = "tp"
+
+    @property
+    def gpus(self) -> int:
+        """GPUs per replica."""
+        return self.tp * self.pp
+
+    def label(self) -> str:
+        """e.g. 'TP8' or 'TP4 PP2 EP8 attn-DP'."""
+        parts = [f"TP{self.tp}"]
+        if self.pp > 1:
+            parts.append(f"PP{self.pp}")
+        if self.ep > 1:
+            parts.append(f"EP{self.ep}")
+        if self.attention == "dp":
+            parts.append("attn-DP")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Everything the iteration-time model and memory plan need, resolved to SI objects."""
+
+    model: ModelSpec
+    accelerator: Accelerator
+    precision: Precision
+    precision_name: str
+    layout: Layout
+    framework: str
+    compute_family: str
+    efficiency: Efficiency
+    max_num_seqs: int = 1024
+    max_batched_tokens: int = 8192
+    notes: tuple[str, ...] = field(default=())
+
+
+def _check_positive(name: str, value: int) -> None:
+    if value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value}")
+
+
+def _validate_layout(model: ModelSpec, acc: Accelerator, layout: Layout) -> None:
+    for name in ("tp", "pp", "ep"):
+        _check_positive(name, getattr(layout, name))
+    if layout.attention not in ("tp", "dp"):
+        raise InputError(f"attention must be 'tp' or 'dp', got '{layout.attention}'")
+    if layout.tp > acc.scaleup_domain_gpus:
+        raise InputError(
+            f"tp={layout.tp} exceeds the {acc.id} scale-up domain of {acc.scaleup_domain_gpus} GPUs; "
+            f"valid tp: 1..{acc.scaleup_domain_gpus}"
+        )
+    if model.num_heads % layout.tp:
+        raise InputError(f"tp={layout.tp} does not divide the {model.num_heads} attention heads of {model.id}")
+    if layout.pp > model.num_layers:
+        raise InputError(f"pp={layout.pp} exceeds the {model.num_layers} layers of {model.id}")
+    if layout.ep > 1 and model.num_experts == 0:
+        raise InputError(f"ep={layout.ep} needs a mixture-of-experts model; {model.id} is dense (use ep=1)")
+    if layout.ep > layout.gpus:
+        raise InputError(f"ep={layout.ep} exceeds the replica's tp*pp={layout.gpus} GPUs")
+
+
+def make_deployment(
+    model: str | ModelSpec,
+    hardware: str | Accelerator,
+    precision: str = "fp8",
+    layout: Layout | None = None,
+    *,
+    framework: str | None = None,
+    weights: str | None = None,
+    activations: str | None = None,
+    kv_precision: str | None = None,
+    efficiency: Efficiency | None = None,
+    max_num_seqs: int = 1024,
+    max_batched_tokens: int = 8192,
+) -> Deployment:
+    """Resolve names into a validated ``Deployment``; raises ``InputError`` on any bad input."""
+    spec = load_model(model) if isinstance(model, str) else model
+    acc = load_accelerator(hardware) if isinstance(hardware, str) else hardware
+    layout = layout or Layout()
+    _validate_layout(spec, acc, layout)
+    _check_positive("max_num_seqs", max_num_seqs)
+    _check_positive("max_batched_tokens", max_batched_tokens)
+    prec = resolve_precision(precision, acc.vendor, weights=weights, activations=activations, kv_cache=kv_precision)
+    family = gemm_compute_family(prec, acc.supported_compute_formats)
+    fw = normalise_framework(framework) if framework else default_framework(acc.vendor)
+    eff = efficiency or lookup_efficiency(acc.id, acc.architecture, family, fw)
+    notes = ()
+    if FORMATS[prec.weights].compute_family != family:
+        notes = (f"{prec.weights} weights run weight-only-quantised at the {family} rate on {acc.id}",)
+    return Deployment(spec, acc, prec, precision.lower(), layout, fw, family, eff, max_num_seqs,
+                      max_batched_tokens, notes)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Per-GPU memory budget of a replica and the KV capacity it leaves (all bytes / tokens)."""
+
+    hbm_capacity_bytes: float
+    weights_bytes_per_gpu: float
+    reserve_bytes_per_gpu: float
+    kv_budget_bytes_per_gpu: float
+    kv_bytes_per_token_per_gpu: float
+    kv_capacity_tokens: int
+    kv_block_tokens: int
+    kv_capacity_blocks: int
+    fits: bool
+
+    def max_batch(self, tokens_per_sequence: int) -> int:
+        """Largest number of sequences of this total length whose KV fits at once."""
+        blocks_per_seq = math.ceil(tokens_per_sequence / self.kv_block_tokens)
+        return self.kv_capacity_blocks // blocks_per_seq if blocks_per_seq else 0
+
+
+def weights_bytes_per_gpu(dep: Deployment) -> float:
+    """Weight bytes on the busiest GPU of a replica: layers split over tp*pp (experts over the replica's
+    GPUs, attention replicated under attention-DP); embeddings and lm_head kept at >= 8 bits."""
+    m, lay = dep.model, dep.layout
+    w_bytes = dep.precision.weight_bytes_per_param
+    hp_bytes = max(w_bytes, _HIGH_PRECISION_MIN_BYTES)
+    embed = (m.embedding_params + m.lm_head_params) * hp_bytes / (lay.tp * lay.pp)
+    routed = m.num_moe_layers * m.num_experts * m.expert_params
+    other_dense = m.dense_params - m.lm_head_params - m.attention_params
+    attention_share = 1.0 / lay.pp if lay.attention == "dp" else 1.0 / lay.gpus
+    return (
+        embed
+        + m.attention_params * w_bytes * attention_share
+        + (other_dense + routed) * w_bytes / lay.gpus
+    )
+
+
+def kv_bytes_per_token_per_gpu(dep: Deployment) -> float:
+    """KV bytes one token of context costs on one GPU (full-attention layers; see module docstring)."""
+    m, lay = dep.model, dep.layout
+    per_token = m.kv_elements_per_token_full * dep.precision.kv_bytes_per_element / lay.pp
+    if lay.attention == "dp":
+        return per_token  # attention-DP: the whole KV of a sequence lives on the GPU serving it
+    return per_token * m.kv_per_gpu_frac(lay.tp)
+
+
+def plan_memory(dep: Deployment) -> MemoryPlan:
+    """Per-GPU memory plan. ``fits`` is False when weights + reserve leave no room for KV."""
+    settings = memory_settings()
+    capacity = dep.accelerator.hbm_capacity_bytes
+    weights = weights_bytes_per_gpu(dep)
+    reserve = settings["runtime_reserve_bytes"] + settings["reserve_frac"] * capacity
+    budget = capacity - weights - reserve
+    per_token = kv_bytes_per_token_per_gpu(dep)
+    seqs_per_gpu_share = dep.layout.tp if dep.layout.attention == "dp" else 1
+    tokens = int(max(budget, 0.0) / per_token) * seqs_per_gpu_share if per_token > 0 else 0
+    block = settings["kv_block_tokens"]
+    return MemoryPlan(capacity, weights, reserve, budget, per_token, tokens, block, tokens // block, budget > 0)
+
+
+def require_fit(dep: Deployment, plan: MemoryPlan) -> None:
+    """Raise ``InputError`` with the numbers when the layout does not fit in memory."""
+    if not plan.fits or plan.kv_capacity_blocks < 1:
+        need = plan.weights_bytes_per_gpu + plan.reserve_bytes_per_gpu
+        raise InputError(
+            f"{dep.model.id} {dep.precision_name} {dep.layout.label()} does not fit on {dep.accelerator.id}: "
+            f"needs {units.bytes_to_gib(need):.1f} GiB per GPU for weights and reserve, "
+            f"has {units.bytes_to_gib(plan.hbm_capacity_bytes):.1f} GiB; try a larger tp/pp or a smaller format"
+        )

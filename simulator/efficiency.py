@@ -1,0 +1,141 @@
+"""Efficiency factors of the iteration-time model, per accelerator x compute format x framework.
+
+Each factor is a fraction of the ideal of the algorithm actually used: ``compute_frac`` of the dense
+tensor-core peak, ``memory_frac`` of HBM peak bandwidth, ``network_frac`` of the collective's
+bandwidth bound on its topology, plus a fixed ``step_overhead_s`` per engine step. Defaults come
+from measured fractions of peak (``hardware_profiles/efficiency.yaml``); calibration against MLPerf
+results writes ``hardware_profiles/calibration.yaml``, whose entries take precedence.
+
+Invariant: every fraction lies in (0, 1] except ``nvls_network_frac``, which may exceed 1 because
+an in-network reduction beats the ring bound; overheads are >= 0.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simulator import units
+from simulator.data import profiles_dir
+from simulator.errors import InputError
+
+FRAMEWORKS: tuple[str, ...] = ("trtllm", "vllm", "sglang")
+_FRAMEWORK_ALIASES = {
+    "tensorrt-llm": "trtllm",
+    "tensorrt": "trtllm",
+    "trt-llm": "trtllm",
+    "trtllm": "trtllm",
+    "vllm": "vllm",
+    "sglang": "sglang",
+}
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """Fractions of ideal for one deployment (see module docstring for the invariants)."""
+
+    compute_frac: float
+    memory_frac: float
+    network_frac: float
+    step_overhead_s: float
+    nvls_network_frac: float
+    nvls_min_gpus: int
+    source: str = "defaults"
+
+    def scaled(self, **factors: float) -> Efficiency:
+        """A copy with named fields multiplied by factors (fractions clipped to (0, 1])."""
+        values: dict[str, Any] = {}
+        for name, factor in factors.items():
+            value = getattr(self, name) * factor
+            if name.endswith("_frac") and name != "nvls_network_frac":
+                value = min(value, 1.0)
+            values[name] = value
+        return replace(self, **values)
+
+
+def normalise_framework(name: str) -> str:
+    """Map a framework name (e.g. 'TensorRT-LLM', 'vLLM') to its family id; InputError if unknown."""
+    key = name.strip().lower()
+    if key not in _FRAMEWORK_ALIASES:
+        raise InputError(f"unknown framework '{name}'; valid choices: {', '.join(FRAMEWORKS)}")
+    return _FRAMEWORK_ALIASES[key]
+
+
+def default_framework(vendor: str) -> str:
+    """The framework MLPerf submitters mostly used on a vendor: TensorRT-LLM on NVIDIA, vLLM on AMD."""
+    return "trtllm" if vendor == "nvidia" else "vllm"
+
+
+@functools.lru_cache(maxsize=4)
+def _load_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: malformed YAML ({str(exc).splitlines()[0]})") from None
+    return loaded or {}
+
+
+def _values(section: dict[str, Any] | None) -> dict[str, float]:
+    return {k: float(v["value"]) for k, v in (section or {}).items() if isinstance(v, dict)}
+
+
+def calibration_path() -> Path:
+    """Where fitted efficiencies live (written by ``fleetsim calibrate --write``)."""
+    return profiles_dir() / "calibration.yaml"
+
+
+def calibration_key(accelerator_id: str, compute_family: str, framework: str) -> str:
+    """Key of one calibrated group, e.g. 'mi355x/fp4/vllm'."""
+    return f"{accelerator_id}/{compute_family}/{framework}"
+
+
+def lookup_efficiency(
+    accelerator_id: str,
+    architecture: str,
+    compute_family: str,
+    framework: str,
+    *,
+    calibration: dict[str, Any] | None = None,
+) -> Efficiency:
+    """Resolve the efficiency factors for one deployment.
+
+    ``calibration`` maps group keys (see ``calibration_key``) or pooled keys (``vendor:<v>``,
+    ``architecture:<a>``) to factor dicts; by default the shipped calibration file is used.
+    """
+    base = _load_yaml(profiles_dir() / "efficiency.yaml")
+    merged = _values(base.get("default"))
+    merged.update(_values(base.get("architectures", {}).get(architecture)))
+    merged.update(_values(base.get("frameworks", {}).get(framework)))
+    source = "defaults"
+    fitted = calibration if calibration is not None else _load_yaml(calibration_path()).get("groups", {})
+    for key in (f"architecture:{architecture}", calibration_key(accelerator_id, compute_family, framework)):
+        if key in fitted:
+            merged.update({k: float(v) for k, v in fitted[key].get("params", fitted[key]).items()
+                           if isinstance(v, (int, float))})
+            source = f"calibration {key}"
+    nvls = _values(base.get("in_network_reduction"))
+    return Efficiency(
+        compute_frac=merged["compute_frac"],
+        memory_frac=merged["memory_frac"],
+        network_frac=merged["network_frac"],
+        step_overhead_s=units.ms_to_s(merged["step_overhead_ms"]),
+        nvls_network_frac=nvls.get("network_frac", merged["network_frac"]),
+        nvls_min_gpus=int(nvls.get("min_gpus", 5)),
+        source=source,
+    )
+
+
+def memory_settings() -> dict[str, float]:
+    """Memory-plan settings: reserve fraction, runtime reserve (bytes), KV block size (tokens)."""
+    values = _values(_load_yaml(profiles_dir() / "efficiency.yaml").get("memory"))
+    return {
+        "reserve_frac": values["reserve_frac"],
+        "runtime_reserve_bytes": units.gib_to_bytes(values["runtime_reserve_gib"]),
+        "kv_block_tokens": int(values["kv_block_tokens"]),
+    }

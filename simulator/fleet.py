@@ -1,0 +1,224 @@
+"""A serving fleet on the simpy clock (seconds): arrivals, router, replicas, a monitor; one entry point.
+
+``simulate`` runs one seeded simulation of a fleet (possibly mixing replica kinds) on a given set of
+requests and returns per-request records plus time series. Arrivals come from a ``RequestSet``; a
+router that reads replica state (least-outstanding, least-KV, power-of-two) is called at each
+arrival instant by a router process; a state-blind router (round-robin, random) routes everything
+up front and each replica pulls its arrivals at step boundaries, with identical semantics and one
+simpy event per request fewer.
+
+The run ends when every request has finished, or at ``last arrival + drain_limit_s`` (requests then
+still in flight stay unfinished: the metrics flag such a run as saturated).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import simpy
+
+from simulator.deployment import Deployment, plan_memory, require_fit
+from simulator.engine import ReplicaEngine, RequestTable
+from simulator.iteration import StepModel
+from simulator.kv_cache import KVCache
+from simulator.metrics import MetricsSummary, RequestRecords, Slo, summarize
+from simulator.replica import Replica
+from simulator.router import make_router
+from simulator.workload import RequestSet
+
+STATE_BLIND_ROUTERS = frozenset({"round-robin", "random"})
+_NUM_MONITOR_SAMPLES = 200
+_CAPACITY_PROBE_BATCH = 256
+_CAPACITY_PROBE_CONTEXT_TOKENS = 1024
+
+
+@dataclass(frozen=True)
+class ReplicaGroup:
+    """``count`` identical replicas of one deployment."""
+
+    deployment: Deployment
+    count: int
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one simulation produced (SI units; instants on the simulation clock)."""
+
+    records: RequestRecords
+    end_at_s: float
+    duration_s: float
+    warmup_s: float
+    offline: bool
+    busy_s: float
+    num_replicas: int
+    rejected: int
+    queue_samples: tuple[np.ndarray, np.ndarray]
+    kv_samples: tuple[np.ndarray, np.ndarray]
+    steps: int
+
+    def summary(self, slo: Slo | None = None) -> MetricsSummary:
+        """Aggregate metrics over the measurement window [warmup_s, duration_s]."""
+        return summarize(
+            self.records,
+            warmup_s=self.warmup_s,
+            end_at_s=self.duration_s if not self.offline else self.end_at_s,
+            offline=self.offline,
+            slo=slo,
+            queue_samples=self.queue_samples,
+            busy_s=self.busy_s,
+            num_replicas=self.num_replicas,
+            kv_samples=self.kv_samples,
+        )
+
+
+class _View:
+    """What a state-aware router sees, read live from the replicas."""
+
+    def __init__(self, replicas: list[Replica]) -> None:
+        self._engines = [r.engine for r in replicas]
+        self.capacity_weight = [r.capacity_weight for r in replicas]
+
+    @property
+    def outstanding(self) -> list[int]:
+        return [e.outstanding for e in self._engines]
+
+    @property
+    def kv_used_frac(self) -> list[float]:
+        return [e.kv.occupancy_frac for e in self._engines]
+
+
+def capacity_weight(step_model: StepModel) -> float:
+    """Relative serving capacity of a replica: decode tokens/s at a probe batch (for weighted routing)."""
+    dep = step_model.deployment
+    batch = min(dep.max_num_seqs, _CAPACITY_PROBE_BATCH)
+    return batch / step_model.time_of(step_model.decode_shape(batch, _CAPACITY_PROBE_CONTEXT_TOKENS))
+
+
+def _build_replicas(env: simpy.Environment, groups: Sequence[ReplicaGroup], table: RequestTable) -> list[Replica]:
+    replicas: list[Replica] = []
+    built = []
+    for group in groups:
+        dep = group.deployment
+        plan = plan_memory(dep)
+        require_fit(dep, plan)
+        model = StepModel(dep)
+        built.append((group.count, dep, plan, model, capacity_weight(model)))
+    top = max(w for *_, w in built)
+    for count, dep, plan, model, weight in built:
+        for _ in range(count):
+            engine = ReplicaEngine(
+                len(replicas), model, KVCache(plan.kv_capacity_blocks, plan.kv_block_tokens), table,
+                max_num_seqs=dep.max_num_seqs, max_batched_tokens=dep.max_batched_tokens,
+            )
+            replicas.append(Replica(env, engine, weight / top))
+    return replicas
+
+
+def _router_process(
+    env: simpy.Environment, replicas: list[Replica], router: Any, arrivals: list[float]
+) -> Generator[Any, Any, None]:
+    view = _View(replicas)
+    timeout = env.timeout
+    for rid, at_s in enumerate(arrivals):
+        if at_s > env.now:
+            yield timeout(at_s - env.now)
+        replicas[router.choose(view)].push(rid)
+
+
+def _monitor(
+    env: simpy.Environment, replicas: list[Replica], interval_s: float, last_arrival_at_s: float,
+    limit_at_s: float, samples: list[tuple[float, int, float]], stop: simpy.Event,
+) -> Generator[Any, Any, None]:
+    engines = [r.engine for r in replicas]
+    while True:
+        waiting = sum(len(e.waiting) for e in engines)
+        kv = sum(e.kv.occupancy_frac for e in engines) / len(engines)
+        samples.append((env.now, waiting, kv))
+        idle = env.now >= last_arrival_at_s and all(e.outstanding == 0 and not e.has_work for e in engines)
+        pending = any(r._next < len(r.pending_ids) for r in replicas)
+        if (idle and not pending) or env.now >= limit_at_s:
+            stop.succeed()
+            return
+        yield env.timeout(min(interval_s, max(limit_at_s - env.now, 0.0)) or interval_s)
+
+
+def simulate(
+    groups: Sequence[ReplicaGroup] | Deployment,
+    requests: RequestSet,
+    *,
+    num_replicas: int = 1,
+    router: str = "least-outstanding",
+    seed: int = 0,
+    duration_s: float | None = None,
+    warmup_s: float = 0.0,
+    offline: bool = False,
+    drain_limit_s: float | None = None,
+) -> RunResult:
+    """Simulate a fleet serving ``requests``. ``groups`` may be one deployment (``num_replicas`` copies)
+    or several ``ReplicaGroup``s behind one router. Deterministic for a given seed."""
+    if isinstance(groups, Deployment):
+        groups = [ReplicaGroup(groups, num_replicas)]
+    table = RequestTable(
+        requests.arrival_at_s.tolist(), requests.input_tokens.tolist(), requests.output_tokens.tolist()
+    )
+    env = simpy.Environment()
+    replicas = _build_replicas(env, groups, table)
+    rng_router = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+    router_obj = make_router(router, len(replicas), rng_router)
+    arrivals = table.arrival_at_s
+    last_at_s = arrivals[-1] if arrivals else 0.0
+    duration_s = duration_s if duration_s is not None else last_at_s
+    if router in STATE_BLIND_ROUTERS:
+        _pre_route(replicas, router_obj, arrivals)
+    else:
+        env.process(_router_process(env, replicas, router_obj, arrivals))
+    drain = drain_limit_s if drain_limit_s is not None else max(60.0, duration_s)
+    limit = last_at_s + drain if not offline else math.inf
+    interval = max(duration_s, 1.0) / _NUM_MONITOR_SAMPLES
+    samples: list[tuple[float, int, float]] = []
+    stop = env.event()
+    env.process(_monitor(env, replicas, interval, last_at_s, limit, samples, stop))
+    env.run(until=stop)
+    return _result(table, replicas, env.now, duration_s, warmup_s, offline, samples)
+
+
+def _pre_route(replicas: list[Replica], router: Any, arrivals: list[float]) -> None:
+    view = _View(replicas)
+    for rid, at_s in enumerate(arrivals):
+        r = replicas[router.choose(view)]
+        r.pending_ids.append(rid)
+        r.pending_at_s.append(at_s)
+
+
+def _result(
+    table: RequestTable, replicas: list[Replica], end_at_s: float, duration_s: float, warmup_s: float,
+    offline: bool, samples: list[tuple[float, int, float]],
+) -> RunResult:
+    arr = np.array(samples, dtype=float).reshape(-1, 3)
+    records = RequestRecords(
+        arrival_at_s=np.asarray(table.arrival_at_s, dtype=float),
+        first_token_at_s=np.asarray(table.first_token_at_s, dtype=float),
+        finish_at_s=np.asarray(table.finish_at_s, dtype=float),
+        input_tokens=np.asarray(table.input_tokens, dtype=np.int64),
+        output_tokens=np.asarray(table.output_tokens, dtype=np.int64),
+        preemptions=np.asarray(table.preemptions, dtype=np.int64),
+        replica=np.asarray(table.replica, dtype=np.int64),
+    )
+    engines = [r.engine for r in replicas]
+    return RunResult(
+        records=records,
+        end_at_s=end_at_s,
+        duration_s=duration_s,
+        warmup_s=warmup_s,
+        offline=offline,
+        busy_s=sum(e.busy_s for e in engines),
+        num_replicas=len(engines),
+        rejected=sum(e.rejected for e in engines),
+        queue_samples=(arr[:, 0], arr[:, 1]),
+        kv_samples=(arr[:, 0], arr[:, 2]),
+        steps=sum(e.step for e in engines),
+    )

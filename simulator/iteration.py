@@ -1,0 +1,240 @@
+"""Iteration-time model: how long one engine step takes for a given batch.
+
+A step processes prefill chunks (``prefill_tokens`` new tokens, attending to ``prefill_pairs_*``
+query-key pairs, i.e. their cached context plus the causal triangle) and decode sequences
+(``decode_seqs`` sequences, one query token each, reading ``decode_ctx_*`` cached tokens in total).
+It is priced per GPU of one pipeline stage as a sum of rooflines plus communication:
+
+    stage = max(F_dense / P, B_dense / BW)            dense GEMMs (attention projections, MLPs, lm_head)
+          + max(F_moe / P, D(T) * B_expert / BW)      routed experts: D(T) distinct experts touched
+          + max(F_attn / P_attn, B_kv / BW)           attention over the KV cache
+          + all-reduce / all-to-all over the scale-up fabric (TP, EP)
+    step  = pp * (stage on 1/pp of the batch + pipeline hand-off) + fixed per-step overhead
+
+where P = dense peak of the GEMM's compute format x ``compute_frac`` and BW = HBM peak x
+``memory_frac``. With PP the replica keeps ``pp`` micro-batches in flight, so every sequence
+advances one token per ``pp`` stage times (weights are re-read per micro-batch). Collectives follow
+the algorithm used on the topology: ring all-reduce ``2(n-1)/n * S / (bw * network_frac)`` on a
+switch, in-network reduction (NVLS) ``S / (bw * nvls_frac)`` for n >= its minimum, and a direct
+all-to-all over the ``n-1`` point-to-point links of an AMD mesh ``2 S / (n * link_bw * network_frac)``,
+each plus a latency. All quantities are SI (s, bytes, FLOP, FLOP/s, bytes/s).
+
+Monotonicity (tested): more bandwidth or FLOP/s never lengthens a step; a decode step never takes
+less than (weights it touches + KV it reads) / HBM bandwidth.
+
+Room for what comes next: ``decode_query_tokens`` > ``decode_seqs`` prices speculative-decoding
+steps that verify several tokens per sequence; a prefill-only or decode-only replica simply calls
+the model with only that part of the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simulator.deployment import Deployment, kv_bytes_per_token_per_gpu
+from simulator.formats import FORMATS, Precision, gemm_compute_family
+
+ALLREDUCE_BYTES_PER_ELEMENT = FORMATS["bf16"].bytes_per_element  # collectives move bf16 activations
+ALLREDUCES_PER_LAYER = 2  # after attention and after the MLP / MoE block
+
+
+@dataclass(frozen=True)
+class BatchShape:
+    """The aggregates of one step's batch (token counts; pairs are query-key pairs)."""
+
+    prefill_tokens: float = 0.0
+    prefill_pairs_full: float = 0.0
+    prefill_pairs_sliding: float = 0.0
+    decode_seqs: float = 0.0
+    decode_ctx_full: float = 0.0
+    decode_ctx_sliding: float = 0.0
+    decode_query_tokens: float | None = None  # defaults to decode_seqs (one token per sequence)
+
+
+def prefill_pairs(chunk_tokens: float, cached_tokens: float, window_tokens: float | None = None) -> float:
+    """Query-key pairs of a causal prefill chunk: chunk x cached + chunk(chunk+1)/2, each query capped
+    at ``window_tokens`` keys for a sliding-window layer (approximated by the mean query position)."""
+    full = chunk_tokens * cached_tokens + chunk_tokens * (chunk_tokens + 1) / 2
+    if window_tokens is None:
+        return full
+    return min(full, chunk_tokens * window_tokens)
+
+
+class StepModel:
+    """Prices engine steps of one deployment; constants are precomputed so a step costs ~30 flops."""
+
+    __slots__ = (
+        "_a2a_bytes_per_token", "_a2a_bw", "_allreduce_bw", "_ar_bytes_per_token", "_ar_count",
+        "_attn_bytes_per_pair", "_attn_flops_full", "_attn_flops_sliding", "_attn_peak", "_bw",
+        "_dense_bytes", "_dense_flops_per_token", "_expert_bytes", "_experts", "_k",
+        "_kv_bytes_full", "_kv_bytes_sliding", "_latency_s", "_moe_flops_per_token", "_moe_layers",
+        "_overhead_s", "_p2p_bw", "_p2p_bytes_per_token", "_peak", "_pp", "_tp", "deployment",
+    )
+
+    def __init__(self, dep: Deployment) -> None:
+        self.deployment = dep
+        acc, m, lay, eff = dep.accelerator, dep.model, dep.layout, dep.efficiency
+        self._tp, self._pp = lay.tp, lay.pp
+        self._peak = acc.peak_flops_per_s(dep.compute_family) * eff.compute_frac
+        kv_fmt = dep.precision.kv_cache
+        attn_family = gemm_compute_family(Precision(kv_fmt, kv_fmt, kv_fmt), acc.supported_compute_formats)
+        self._attn_peak = acc.peak_flops_per_s(attn_family) * eff.compute_frac
+        self._bw = acc.hbm_bandwidth_bytes_per_s * eff.memory_frac
+        self._init_weights(dep)
+        self._init_attention(dep)
+        self._init_comm(dep)
+        self._overhead_s = eff.step_overhead_s
+
+    def _init_weights(self, dep: Deployment) -> None:
+        m, lay = dep.model, dep.layout
+        w = dep.precision.weight_bytes_per_param
+        hp = max(w, FORMATS["fp8"].bytes_per_element)
+        per_stage_gpu = 1.0 / (lay.tp * lay.pp)
+        attn_share = 1.0 / lay.pp if lay.attention == "dp" else per_stage_gpu
+        other = m.dense_params - m.lm_head_params - m.attention_params
+        self._dense_bytes = (other * w + m.lm_head_params * hp) * per_stage_gpu + m.attention_params * w * attn_share
+        self._dense_flops_per_token = 2.0 * m.dense_params * per_stage_gpu
+        self._moe_layers = m.num_moe_layers / lay.pp
+        self._experts = float(m.num_experts)
+        self._k = float(m.experts_per_token)
+        self._expert_bytes = m.expert_params * w / lay.tp  # per touched expert per layer, per GPU
+        self._moe_flops_per_token = 2.0 * m.experts_per_token * m.expert_params * self._moe_layers / lay.tp
+
+    def _init_attention(self, dep: Deployment) -> None:
+        m, lay = dep.model, dep.layout
+        per_token_gpu = kv_bytes_per_token_per_gpu(dep)  # full layers of one stage
+        dp_share = 1.0 / lay.tp if lay.attention == "dp" else 1.0  # DP: each GPU reads its own sequences
+        sliding_ratio = m.kv_elements_per_token_sliding / m.kv_elements_per_token_full
+        self._kv_bytes_full = per_token_gpu * dp_share
+        self._kv_bytes_sliding = per_token_gpu * dp_share * sliding_ratio
+        self._attn_flops_full = m.attention_flops_per_query_key_full / (lay.pp * lay.tp)
+        self._attn_flops_sliding = m.attention_flops_per_query_key_sliding / (lay.pp * lay.tp)
+        self._attn_bytes_per_pair = 0.0  # prefill reads its cached context once per chunk (below)
+
+    def _init_comm(self, dep: Deployment) -> None:
+        acc, m, lay, eff = dep.accelerator, dep.model, dep.layout, dep.efficiency
+        tp = lay.tp
+        act = ALLREDUCE_BYTES_PER_ELEMENT * m.hidden_size
+        layers = m.num_layers / lay.pp
+        self._latency_s = acc.allreduce_latency_s
+        self._ar_bytes_per_token = act
+        self._a2a_bytes_per_token = 0.0
+        self._ar_count = 0.0
+        self._allreduce_bw = self._a2a_bw = float("inf")
+        if tp > 1:
+            attn_ar = layers if lay.attention == "tp" else 0.0
+            moe_a2a = self._moe_layers if lay.ep > 1 else 0.0
+            self._ar_count = attn_ar + (layers - moe_a2a)
+            self._allreduce_bw = allreduce_bus_bandwidth(dep, tp)
+            if moe_a2a:
+                self._a2a_bytes_per_token = 2.0 * m.experts_per_token * act * moe_a2a * (tp - 1) / tp
+                self._a2a_bw = alltoall_bandwidth(dep, tp)
+        self._p2p_bytes_per_token = act if lay.pp > 1 else 0.0
+        crosses_nodes = lay.gpus > acc.scaleup_domain_gpus
+        self._p2p_bw = (acc.scaleout_bandwidth_bytes_per_s if crosses_nodes else acc.scaleup_bandwidth_bytes_per_s) * (
+            eff.network_frac
+        )
+
+    def step_time_s(
+        self,
+        prefill_tokens: float,
+        prefill_pairs_full: float,
+        prefill_pairs_sliding: float,
+        decode_seqs: float,
+        decode_ctx_full: float,
+        decode_ctx_sliding: float,
+        decode_query_tokens: float | None = None,
+    ) -> float:
+        """Duration (s) of one engine step for the batch aggregates (see ``BatchShape``)."""
+        pp = self._pp
+        queries = decode_seqs if decode_query_tokens is None else decode_query_tokens
+        tokens = (prefill_tokens + queries) / pp  # tokens of one micro-batch
+        if tokens <= 0:
+            return 0.0
+        dense = max(self._dense_flops_per_token * tokens / self._peak, self._dense_bytes / self._bw)
+        moe = 0.0
+        if self._moe_layers:
+            touched = self._experts * (1.0 - (1.0 - self._k / self._experts) ** tokens)
+            moe = max(self._moe_flops_per_token * tokens / self._peak,
+                      self._moe_layers * touched * self._expert_bytes / self._bw)
+        ctx_bytes = (decode_ctx_full + prefill_tokens) * self._kv_bytes_full + (
+            decode_ctx_sliding * self._kv_bytes_sliding
+        )
+        pairs_flops = (prefill_pairs_full + decode_ctx_full * queries / max(decode_seqs, 1.0)) * self._attn_flops_full
+        pairs_flops += (prefill_pairs_sliding + decode_ctx_sliding) * self._attn_flops_sliding
+        attn = max(pairs_flops / pp / self._attn_peak, ctx_bytes / pp / self._bw)
+        comm = 0.0
+        if self._ar_count:
+            comm = self._ar_count * (self._ar_bytes_per_token * tokens / self._allreduce_bw + self._latency_s)
+            if self._a2a_bytes_per_token:
+                comm += self._a2a_bytes_per_token * tokens / self._a2a_bw + 2.0 * self._moe_layers * self._latency_s
+        p2p = self._p2p_bytes_per_token * tokens / self._p2p_bw + self._latency_s if pp > 1 else 0.0
+        return pp * (dense + moe + attn + comm + p2p) + self._overhead_s
+
+    def time_of(self, shape: BatchShape) -> float:
+        """``step_time_s`` for a ``BatchShape``."""
+        return self.step_time_s(
+            shape.prefill_tokens, shape.prefill_pairs_full, shape.prefill_pairs_sliding, shape.decode_seqs,
+            shape.decode_ctx_full, shape.decode_ctx_sliding, shape.decode_query_tokens,
+        )
+
+    def decode_shape(self, batch: int, context_tokens: float) -> BatchShape:
+        """A pure decode step of ``batch`` sequences each with ``context_tokens`` cached."""
+        window = self.deployment.model.sliding_window_tokens
+        sliding_ctx = min(context_tokens, window) if window else 0.0
+        return BatchShape(decode_seqs=batch, decode_ctx_full=batch * context_tokens,
+                          decode_ctx_sliding=batch * sliding_ctx)
+
+    def prefill_time_s(self, input_tokens: int, chunk_tokens: int | None = None) -> float:
+        """Time to prefill one prompt alone, in chunks of at most ``chunk_tokens`` (one step per chunk)."""
+        chunk = chunk_tokens or self.deployment.max_batched_tokens
+        window = self.deployment.model.sliding_window_tokens
+        total, done = 0.0, 0
+        while done < input_tokens:
+            c = min(chunk, input_tokens - done)
+            shape = BatchShape(
+                prefill_tokens=c,
+                prefill_pairs_full=prefill_pairs(c, done),
+                prefill_pairs_sliding=prefill_pairs(c, done, window) if window else 0.0,
+            )
+            total += self.time_of(shape)
+            done += c
+        return total
+
+    def min_decode_bytes_per_gpu(self, shape: BatchShape) -> float:
+        """Bytes a decode step must read from HBM on one GPU: touched weights plus the KV it attends to."""
+        tokens = (shape.decode_query_tokens or shape.decode_seqs) / self._pp
+        touched = self._experts * (1.0 - (1.0 - self._k / self._experts) ** tokens) if self._moe_layers else 0.0
+        weights = self._pp * (self._dense_bytes + self._moe_layers * touched * self._expert_bytes)
+        kv = shape.decode_ctx_full * self._kv_bytes_full + shape.decode_ctx_sliding * self._kv_bytes_sliding
+        return weights + kv
+
+
+def _switched_ring_bandwidth(dep: Deployment, n: int) -> float:
+    acc, eff = dep.accelerator, dep.efficiency
+    if acc.in_network_reduction and n >= eff.nvls_min_gpus:
+        return acc.scaleup_bandwidth_bytes_per_s * eff.nvls_network_frac
+    return acc.scaleup_bandwidth_bytes_per_s * eff.network_frac * n / (2.0 * (n - 1))
+
+
+def allreduce_bus_bandwidth(dep: Deployment, n: int) -> float:
+    """Effective all-reduce rate (bytes of message per second) over ``n`` GPUs of the scale-up fabric.
+
+    Message time = S / rate. Ring on a switch: rate = bw * frac * n / (2(n-1)); NVLS: bw * nvls_frac;
+    direct on a full mesh of point-to-point links: rate = n * link_bw * frac / 2 (each GPU uses its
+    n-1 links to its peers).
+    """
+    acc = dep.accelerator
+    if acc.scaleup_topology == "mesh" and acc.scaleup_link_bandwidth_bytes_per_s:
+        links = min(n - 1, acc.scaleup_links_per_gpu or n - 1)
+        return links * acc.scaleup_link_bandwidth_bytes_per_s * dep.efficiency.network_frac * n / (2.0 * (n - 1))
+    return _switched_ring_bandwidth(dep, n)
+
+
+def alltoall_bandwidth(dep: Deployment, n: int) -> float:
+    """Per-GPU send rate of an all-to-all over ``n`` GPUs (bytes/s)."""
+    acc = dep.accelerator
+    if acc.scaleup_topology == "mesh" and acc.scaleup_link_bandwidth_bytes_per_s:
+        links = min(n - 1, acc.scaleup_links_per_gpu or n - 1)
+        return links * acc.scaleup_link_bandwidth_bytes_per_s * dep.efficiency.network_frac
+    return acc.scaleup_bandwidth_bytes_per_s * dep.efficiency.network_frac
