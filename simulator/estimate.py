@@ -1,0 +1,73 @@
+"""``fleetsim estimate``: the memory plan and iteration-time model of one deployment, no simulation.
+
+For a batch of ``batch`` sequences with ``input_tokens`` prompts and ``output_tokens`` outputs it
+reports: whether the layout fits, weight bytes per GPU, KV capacity, the largest batch that fits,
+the prefill time of one prompt, the decode step time at the batch (context = input + output/2, the
+mean over a sequence's decode), single-request TTFT and TPOT, and the saturated decode throughput
+per GPU (largest batch that fits, capped by the scheduler's ``max_num_seqs``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simulator.deployment import Deployment, plan_memory, require_fit
+from simulator.errors import InputError
+from simulator.iteration import StepModel
+
+
+def _positive(name: str, value: int) -> None:
+    if value < 1:
+        raise InputError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+
+
+def estimate(dep: Deployment, *, batch: int, input_tokens: int, output_tokens: int) -> dict[str, Any]:
+    """The estimate as a flat dict of unit-suffixed keys (SI units)."""
+    for name, value in (("batch", batch), ("input_tokens", input_tokens), ("output_tokens", output_tokens)):
+        _positive(name, value)
+    plan = plan_memory(dep)
+    require_fit(dep, plan)
+    model = StepModel(dep)
+    seq_tokens = input_tokens + output_tokens
+    largest = min(plan.max_batch(seq_tokens), dep.max_num_seqs)
+    mean_ctx = input_tokens + output_tokens / 2
+    decode_s = model.time_of(model.decode_shape(batch, mean_ctx))
+    single_tpot_s = model.time_of(model.decode_shape(1, mean_ctx))
+    saturated_s = model.time_of(model.decode_shape(largest, mean_ctx)) if largest else float("inf")
+    gpus = dep.layout.gpus
+    return {
+        "model": dep.model.id,
+        "hardware": dep.accelerator.id,
+        "hardware_status": dep.accelerator.status,
+        "precision": dep.precision_name,
+        "weights_format": dep.precision.weights,
+        "activations_format": dep.precision.activations,
+        "kv_cache_format": dep.precision.kv_cache,
+        "gemm_compute_format": dep.compute_family,
+        "framework": dep.framework,
+        "tp": dep.layout.tp,
+        "pp": dep.layout.pp,
+        "ep": dep.layout.ep,
+        "gpus_per_replica": gpus,
+        "fits": plan.fits,
+        "hbm_capacity_bytes_per_gpu": plan.hbm_capacity_bytes,
+        "weights_bytes_per_gpu": plan.weights_bytes_per_gpu,
+        "reserve_bytes_per_gpu": plan.reserve_bytes_per_gpu,
+        "kv_bytes_per_token_per_gpu": plan.kv_bytes_per_token_per_gpu,
+        "kv_capacity_tokens": plan.kv_capacity_tokens,
+        "kv_capacity_blocks": plan.kv_capacity_blocks,
+        "largest_batch": largest,
+        "batch": batch,
+        "batch_fits": batch <= plan.max_batch(seq_tokens),
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "prefill_s": model.prefill_time_s(input_tokens),
+        "decode_step_s": decode_s,
+        "decode_context_tokens": mean_ctx,
+        "single_request_ttft_s": model.prefill_time_s(input_tokens),
+        "single_request_tpot_s": single_tpot_s,
+        "decode_output_tokens_per_s_per_gpu_at_batch": batch / decode_s / gpus,
+        "saturated_decode_output_tokens_per_s_per_gpu": largest / saturated_s / gpus if largest else 0.0,
+        "efficiency_source": dep.efficiency.source,
+        "notes": list(dep.notes),
+    }
