@@ -8,8 +8,11 @@ admitted sequence is preempted (its blocks freed, and later recomputed: its prom
 it had generated are prefilled again).
 
 Work per step does not grow with the batch: the batch is summarised by running sums (decode
-sequences, their total context, total sliding-window context), and per-sequence events (finishing,
-needing a new KV block, a sliding window filling up) are kept in calendars keyed by step index.
+sequences, their total context, total sliding-window context); per-sequence events (finishing, a
+sliding window filling up) are kept in calendars keyed by step index; and KV growth is counted by
+phase: a sequence needs a new block at step ``s`` iff ``s % B`` equals its phase
+``(1 - target + join_step) % B`` (its blocks are then all full), so ``phase_count[s % B]`` is the
+number of blocks the batch needs at step ``s``.
 A decoding sequence's context at step ``s`` is ``target + (s - join_step)`` where ``target`` is
 the number of tokens it prefilled and ``join_step`` the step that completed its prefill.
 
@@ -42,6 +45,7 @@ class RequestTable:
     generated: list[int] = field(default_factory=list)
     preemptions: list[int] = field(default_factory=list)
     replica: list[int] = field(default_factory=list)
+    scheduled_at_s: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.arrival_at_s)
@@ -50,6 +54,7 @@ class RequestTable:
         self.generated = [0] * n
         self.preemptions = [0] * n
         self.replica = [-1] * n
+        self.scheduled_at_s = [NAN] * n
 
 
 class ReplicaEngine:
@@ -83,14 +88,17 @@ class ReplicaEngine:
         self.join: dict[int, tuple[int, int]] = {}  # rid -> (join_step, target)
         self.epoch: dict[int, int] = {}
         self.fin_cal: dict[int, list[tuple[int, int]]] = {}
-        self.grow_cal: dict[int, list[tuple[int, int]]] = {}
+        self.phase_count = [0] * kv.block_tokens
+        self._last_phase = 0
+        self.prefill_blocks: dict[int, int] = {}
         self.slide_cal: dict[int, list[tuple[int, int]]] = {}
         self.step = 0
         self.n_dec = 0
         self.ctx_sum = 0
         self.slide_sum = 0
         self.slide_growing = 0
-        self.outstanding = 0
+        self.outstanding_list = [0]
+        self.outstanding_index = 0
         self.busy_s = 0.0
         self.kv_frac_time = 0.0
         self.rejected = 0
@@ -104,8 +112,18 @@ class ReplicaEngine:
         if self.kv.blocks_for(t.input_tokens[rid] + t.output_tokens[rid]) > self.max_sequence_blocks:
             self.rejected += 1
             return
-        self.outstanding += 1
+        self.outstanding_list[self.outstanding_index] += 1
         self.waiting.append(rid)
+
+    @property
+    def outstanding(self) -> int:
+        """Requests routed here and not finished (rejected ones excluded)."""
+        return self.outstanding_list[self.outstanding_index]
+
+    def share_outstanding(self, counts: list[int], index: int) -> None:
+        """Keep the outstanding count in a fleet-wide list (routers read it without copying)."""
+        counts[index] = self.outstanding
+        self.outstanding_list, self.outstanding_index = counts, index
 
     @property
     def has_work(self) -> bool:
@@ -113,12 +131,11 @@ class ReplicaEngine:
         return bool(self.n_dec or self.prefill or self.waiting)
 
     # ----------------------------------------------------------------- planning
-    def plan_step(self) -> float | None:
-        """Form the next step's batch; return its duration (s), or None if nothing can run."""
+    def plan_step(self, now_s: float) -> float | None:
+        """Form the next step's batch at ``now_s``; return its duration (s), or None if nothing can run."""
         s = self.step + 1
-        grow = self.grow_cal.pop(s, None)
-        if grow:
-            self._grow(s, grow)
+        if self.n_dec:
+            self._grow(s)
         budget = self.max_batched_tokens - self.n_dec
         chunks = self._chunks = []
         tokens = pairs_full = pairs_slide = 0.0
@@ -127,17 +144,22 @@ class ReplicaEngine:
                 break
             c = min(entry[2] - entry[1], budget)
             extra = self.kv.blocks_for(entry[1] + c) - self.kv.blocks_for(entry[1])
-            if not self.kv.allocate(entry[0], extra):
+            if not self.kv.allocate(extra):
                 break
+            self.prefill_blocks[entry[0]] += extra
             chunks.append((entry, c))
             budget -= c
         while self.waiting and budget > 0 and self.n_dec + len(self.prefill) < self.max_num_seqs:
             rid = self.waiting[0]
             target = self.table.input_tokens[rid] + self.table.generated[rid]
             c = min(target, budget)
-            if not self.kv.allocate(rid, self.kv.blocks_for(c) + self.sliding_extra_blocks):
+            blocks = self.kv.blocks_for(c) + self.sliding_extra_blocks
+            if not self.kv.allocate(blocks):
                 break
+            self.prefill_blocks[rid] = blocks
             self.waiting.popleft()
+            if self.table.generated[rid] == 0 and self.table.preemptions[rid] == 0:
+                self.table.scheduled_at_s[rid] = now_s
             entry = [rid, 0, target]
             self.prefill.append(entry)
             chunks.append((entry, c))
@@ -148,6 +170,9 @@ class ReplicaEngine:
             if self.window:
                 pairs_slide += prefill_pairs(c, entry[1], self.window)
         if not chunks and not self.n_dec:
+            if self.prefill:  # every block is held by stalled prefills: requeue the last one
+                self._requeue_prefill()
+                return self.plan_step(now_s)
             return None
         dt = self.step_model.step_time_s(tokens, pairs_full, pairs_slide, self.n_dec, self.ctx_sum, self.slide_sum)
         self.busy_s += dt
@@ -157,43 +182,51 @@ class ReplicaEngine:
     def _valid(self, rid: int, epoch: int) -> bool:
         return self.decoding.get(rid) == epoch
 
-    def _grow(self, s: int, entries: list[tuple[int, int]]) -> None:
+    def _grow(self, s: int) -> None:
+        """Give every decoding sequence whose blocks are full a new one; preempt (LIFO) if short."""
         block = self.kv.block_tokens
-        for rid, epoch in entries:
-            if not self._valid(rid, epoch):
-                continue
-            while not self.kv.grow(rid):
-                if not self._preempt_one(s):
-                    return
-                if not self._valid(rid, epoch):
-                    break
-            else:
-                nxt = s + block
-                if nxt <= self._finish_step(rid):
-                    self.grow_cal.setdefault(nxt, []).append((rid, epoch))
-
-    def _finish_step(self, rid: int) -> int:
-        join_step, target = self.join[rid]
-        return join_step + self.table.output_tokens[rid] - (target - self.table.input_tokens[rid]) - 1
+        needed = self.phase_count[s % block]
+        while needed > self.kv.free_blocks:
+            rid = self._preempt_one(s)
+            if rid is None:
+                return
+            if self._last_phase == s % block:
+                needed -= 1
+        self.kv.used_blocks += needed
 
     def _ctx(self, rid: int, s: int) -> int:
         join_step, target = self.join[rid]
         return target + (s - join_step)
 
-    def _preempt_one(self, s: int) -> bool:
-        """Preempt the most recently admitted decoding sequence (recompute later). False if none."""
+    def _preempt_one(self, s: int) -> int | None:
+        """Preempt the most recently admitted decoding sequence before step ``s`` grows it (its
+        prompt and generated tokens are recomputed later). Returns its id, or None if none."""
         if not self.decoding:
-            return False
+            return None
         rid, _ = self.decoding.popitem()
+        self.kv.free(self._blocks_held(rid, s - 1))
         self._leave_decode(rid, s)
-        self.kv.free(rid)
         self.epoch[rid] = self.epoch.get(rid, 0) + 1
         self.table.preemptions[rid] += 1
         self.waiting.appendleft(rid)
-        return True
+        return rid
+
+    def _requeue_prefill(self) -> None:
+        rid = self.prefill.pop()[0]
+        self.kv.free(self.prefill_blocks.pop(rid))
+        self.table.preemptions[rid] += 1
+        self.waiting.appendleft(rid)
+
+    def _blocks_held(self, rid: int, after_step: int) -> int:
+        """Blocks a decoding sequence holds once step ``after_step`` has grown it."""
+        join_step, target = self.join[rid]
+        return self.kv.blocks_for(target + after_step - join_step) + self.sliding_extra_blocks
 
     def _leave_decode(self, rid: int, s: int) -> None:
         ctx = self._ctx(rid, s)
+        join_step, target = self.join[rid]
+        self._last_phase = (1 - target + join_step) % self.kv.block_tokens
+        self.phase_count[self._last_phase] -= 1
         self.n_dec -= 1
         self.ctx_sum -= ctx
         if self.window:
@@ -211,6 +244,7 @@ class ReplicaEngine:
             for rid, epoch in done:
                 if self._valid(rid, epoch):
                     del self.decoding[rid]
+                    self.kv.free(self._blocks_held(rid, s))
                     self._leave_decode(rid, s)
                     self._complete(rid, now_s)
         self.ctx_sum += self.n_dec
@@ -229,8 +263,7 @@ class ReplicaEngine:
 
     def _complete(self, rid: int, now_s: float) -> None:
         self.table.finish_at_s[rid] = now_s
-        self.kv.free(rid)
-        self.outstanding -= 1
+        self.outstanding_list[self.outstanding_index] -= 1
 
     def _complete_prefill(self, entry: list[int], s: int, now_s: float) -> None:
         rid, _, target = entry
@@ -239,7 +272,9 @@ class ReplicaEngine:
         if t.generated[rid] == 1:
             t.first_token_at_s[rid] = now_s
         remaining = t.output_tokens[rid] - t.generated[rid]
+        blocks = self.prefill_blocks.pop(rid)
         if remaining <= 0:
+            self.kv.free(blocks)
             self._complete(rid, now_s)
             return
         epoch = self.epoch.get(rid, 0)
@@ -248,10 +283,7 @@ class ReplicaEngine:
         self.n_dec += 1
         self.ctx_sum += target + 1
         self.fin_cal.setdefault(s + remaining, []).append((rid, epoch))
-        block = self.kv.block_tokens
-        first_grow = (1 - target) % block or block
-        if first_grow <= remaining:
-            self.grow_cal.setdefault(s + first_grow, []).append((rid, epoch))
+        self.phase_count[(1 - target + s) % self.kv.block_tokens] += 1
         if self.window:
             self.slide_sum += min(target + 1, self.window)
             if target + 1 < self.window:

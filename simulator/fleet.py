@@ -38,10 +38,12 @@ _CAPACITY_PROBE_CONTEXT_TOKENS = 1024
 
 @dataclass(frozen=True)
 class ReplicaGroup:
-    """``count`` identical replicas of one deployment."""
+    """``count`` identical replicas of one deployment. ``step_model`` overrides the iteration-time
+    model (any ``StepModel`` subclass, e.g. a fixed or random step time for queueing-theory tests)."""
 
     deployment: Deployment
     count: int
+    step_model: StepModel | None = None
 
 
 @dataclass(frozen=True)
@@ -82,9 +84,9 @@ class _View:
         self._engines = [r.engine for r in replicas]
         self.capacity_weight = [r.capacity_weight for r in replicas]
 
-    @property
-    def outstanding(self) -> list[int]:
-        return [e.outstanding for e in self._engines]
+        self.outstanding: list[int] = [0] * len(replicas)
+        for i, e in enumerate(self._engines):
+            e.share_outstanding(self.outstanding, i)
 
     @property
     def kv_used_frac(self) -> list[float]:
@@ -105,7 +107,7 @@ def _build_replicas(env: simpy.Environment, groups: Sequence[ReplicaGroup], tabl
         dep = group.deployment
         plan = plan_memory(dep)
         require_fit(dep, plan)
-        model = StepModel(dep)
+        model = group.step_model or StepModel(dep)
         built.append((group.count, dep, plan, model, capacity_weight(model)))
     top = max(w for *_, w in built)
     for count, dep, plan, model, weight in built:
@@ -207,6 +209,7 @@ def _result(
         output_tokens=np.asarray(table.output_tokens, dtype=np.int64),
         preemptions=np.asarray(table.preemptions, dtype=np.int64),
         replica=np.asarray(table.replica, dtype=np.int64),
+        scheduled_at_s=np.asarray(table.scheduled_at_s, dtype=float),
     )
     engines = [r.engine for r in replicas]
     return RunResult(

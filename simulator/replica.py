@@ -51,7 +51,7 @@ class Replica:
         while True:
             if pre_routed:
                 self._pull(env.now)
-            dt = plan()
+            dt = plan(env.now)
             if dt is not None:
                 yield timeout(dt)
                 finish(env.now)
