@@ -20,7 +20,13 @@ from simulator.deployment import Layout, make_deployment
 from simulator.errors import InputError, NoFeasibleAnswer
 from simulator.estimate import estimate as run_estimate
 from simulator.hardware import list_accelerators, load_accelerator
+from simulator.export import check_output_path, write_columns
+from simulator.metrics import Slo
+from simulator.mlperf import slo_limits_s
 from simulator.models import list_models
+from simulator.simulation import records_columns
+from simulator.simulation import run as run_simulation
+from simulator.workload import OfflineArrivals, PoissonArrivals, Workload, benchmark_workload, canonical_benchmark
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -198,6 +204,127 @@ def _print_estimate(r: dict[str, Any]) -> None:
     ])
     for note in r["notes"]:
         typer.echo(f"note: {note}")
+
+
+# --------------------------------------------------------------------------------------------- simulate
+SLO_PRESETS = {"mlperf-server": "server", "mlperf-interactive": "interactive"}
+
+
+def _slo_for(benchmark: str, preset: str | None, ttft_ms: float | None, tpot_ms: float | None) -> Slo | None:
+    if preset:
+        if preset not in SLO_PRESETS:
+            raise InputError(f"unknown SLO preset '{preset}'; valid choices: {', '.join(SLO_PRESETS)}")
+        ttft_s, tpot_s = slo_limits_s(canonical_benchmark(benchmark), SLO_PRESETS[preset])
+        return Slo(ttft_p99_s=ttft_s, tpot_p99_s=tpot_s)
+    if ttft_ms is None and tpot_ms is None:
+        return None
+    if ttft_ms is None or tpot_ms is None or ttft_ms <= 0 or tpot_ms <= 0:
+        raise InputError("give both --ttft-p99-ms and --tpot-p99-ms, each > 0")
+    return Slo(ttft_p99_s=units.ms_to_s(ttft_ms), tpot_p99_s=units.ms_to_s(tpot_ms))
+
+
+def _workload(benchmark: str, rate: float | None, target_tps: float | None, offline: int | None) -> Workload:
+    given = [x is not None for x in (rate, target_tps, offline)]
+    if sum(given) != 1:
+        raise InputError("give exactly one of --rate, --target-tps or --offline")
+    lengths = benchmark_workload(benchmark)
+    if offline is not None:
+        if offline < 1:
+            raise InputError(f"--offline must be a positive number of requests, got {offline}")
+        return Workload(arrivals=OfflineArrivals(num_requests=offline), benchmark=benchmark)
+    if target_tps is not None:
+        if target_tps <= 0:
+            raise InputError(f"--target-tps must be > 0, got {target_tps}")
+        rate = target_tps / lengths.mean_output_tokens
+    if rate is None or rate <= 0:
+        raise InputError(f"--rate must be > 0 requests/s, got {rate}")
+    return Workload(arrivals=PoissonArrivals(rate_per_s=rate), benchmark=benchmark)
+
+
+@app.command()
+def simulate(
+    model: ModelOpt,
+    hardware: HardwareOpt,
+    precision: PrecisionOpt,
+    tp: Annotated[int, typer.Option("--tp")] = 1,
+    replicas: Annotated[int, typer.Option("--replicas")] = 1,
+    rate: Annotated[float | None, typer.Option("--rate", help="Poisson arrivals, requests/s")] = None,
+    target_tps: Annotated[float | None, typer.Option("--target-tps", help="offered output tokens/s")] = None,
+    offline: Annotated[int | None, typer.Option("--offline", help="N requests all at t=0 (MLPerf Offline)")] = None,
+    benchmark: Annotated[str | None, typer.Option("--benchmark", help="token-length preset; default: the model's")] = None,
+    duration: Annotated[float, typer.Option("--duration", help="seconds of arrivals")] = 120.0,
+    router: Annotated[str, typer.Option("--router")] = "least-outstanding",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    pp: Annotated[int, typer.Option("--pp")] = 1,
+    ep: Annotated[int, typer.Option("--ep")] = 1,
+    framework: Annotated[str | None, typer.Option("--framework")] = None,
+    kv_precision: Annotated[str | None, typer.Option("--kv-precision")] = None,
+    slo: Annotated[str | None, typer.Option("--slo", help="mlperf-server or mlperf-interactive")] = None,
+    ttft_p99_ms: Annotated[float | None, typer.Option("--ttft-p99-ms")] = None,
+    tpot_p99_ms: Annotated[float | None, typer.Option("--tpot-p99-ms")] = None,
+    requests_out: Annotated[str | None, typer.Option("--requests-out", help="per-request records .parquet/.csv")] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+) -> None:
+    """Simulate a fleet of identical replicas serving a workload; report latency tails and throughput."""
+    dep = make_deployment(model, hardware, precision, Layout(tp=tp, pp=pp, ep=ep), framework=framework,
+                          kv_precision=kv_precision)
+    bench = benchmark or dep.model.mlperf_benchmark
+    wl = _workload(bench, rate, target_tps, offline)
+    slo_obj = _slo_for(bench, slo, ttft_p99_ms, tpot_p99_ms)
+    if requests_out:
+        check_output_path(requests_out, (".parquet", ".csv"))
+    outcome = run_simulation(dep, wl, num_replicas=replicas, duration_s=duration, router=router, seed=seed,
+                             slo=slo_obj)
+    summary = outcome.summary.to_dict()
+    result = {
+        "model": dep.model.id, "hardware": dep.accelerator.id, "precision": dep.precision_name, "tp": tp, "pp": pp,
+        "ep": ep, "framework": dep.framework, "replicas": replicas, "gpus": replicas * dep.layout.gpus,
+        "router": router, "seed": seed, "benchmark": bench, "duration_s": None if offline else duration,
+        "offered_rate_per_s": None if offline else wl.arrivals.mean_rate_per_s,
+        "offline_requests": offline, "num_requests": outcome.num_requests,
+        "slo_ttft_p99_s": slo_obj.ttft_p99_s if slo_obj else None,
+        "slo_tpot_p99_s": slo_obj.tpot_p99_s if slo_obj else None,
+        **summary,
+        "output_tokens_per_s_per_gpu": summary["output_tokens_per_s"] / (replicas * dep.layout.gpus),
+    }
+    if slo_obj is not None:
+        result["slo_attainment"] = summary.get("slo_attainment_frac")
+    if requests_out:
+        columns, col_units = records_columns(outcome.run)
+        write_columns(columns, requests_out, units=col_units, meta={"inputs": {k: result[k] for k in list(result)[:17]}})
+    if fmt is OutputFormat.json:
+        print_json(result)
+        return
+    _print_simulation(result)
+
+
+def _print_simulation(r: dict[str, Any]) -> None:
+    ms = units.s_to_ms
+    load = f"offline {r['offline_requests']} requests" if r["offline_requests"] else (
+        f"{r['offered_rate_per_s']:.2f} req/s for {r['duration_s']:.0f} s")
+    typer.echo(f"{r['model']} on {r['replicas']} x TP{r['tp']} {r['hardware']} {r['precision']} ({r['gpus']} GPUs), "
+               f"{load}, router {r['router']}, seed {r['seed']}")
+    if r["saturated"]:
+        typer.echo(f"SATURATED: {r['saturation_reason']} (the load exceeds what this fleet can carry)")
+    rows = [
+        ("completed requests", f"{r['completed_requests']:,} of {r['arrived_requests']:,}"),
+        ("output tokens/s (MLPerf)", f"{r['output_tokens_per_s']:,.0f}  ({r['output_tokens_per_s_per_gpu']:,.0f} per GPU)"),
+        ("output tokens/s (steady window)", f"{r['steady_output_tokens_per_s']:,.0f}"),
+    ]
+    for name in ("ttft", "tpot", "e2e", "queue_delay"):
+        p50, p99 = r.get(f"{name}_p50_s"), r.get(f"{name}_p99_s")
+        if p50 is None or not math.isfinite(p50):
+            continue
+        lo, hi = r.get(f"{name}_p99_ci_low_s"), r.get(f"{name}_p99_ci_high_s")
+        ci = f"  (95% CI {ms(lo):.1f}-{ms(hi):.1f})" if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi) else ""
+        rows.append((f"{name.upper().replace('_', ' ')} p50 / p99", f"{ms(p50):.1f} / {ms(p99):.1f} ms{ci}"))
+    rows.append(("utilisation", f"{units.frac_to_pct(r['utilisation_frac']):.1f}%"))
+    rows.append(("KV occupancy (mean)", f"{units.frac_to_pct(r['kv_occupancy_mean_frac']):.1f}%"))
+    rows.append(("preemptions", f"{r['preemptions']:,}"))
+    if r.get("slo_attainment") is not None:
+        rows.append(("SLO attainment", f"{units.frac_to_pct(r['slo_attainment']):.2f}% (p99 TTFT <= "
+                     f"{ms(r['slo_ttft_p99_s']):.0f} ms, p99 TPOT <= {ms(r['slo_tpot_p99_s']):.0f} ms)"))
+    print_pairs(rows)
 
 
 # --------------------------------------------------------------------------------------------- entry

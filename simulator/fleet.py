@@ -133,13 +133,13 @@ def _router_process(
 
 def _monitor(
     env: simpy.Environment, replicas: list[Replica], interval_s: float, last_arrival_at_s: float,
-    limit_at_s: float, samples: list[tuple[float, int, float]], stop: simpy.Event,
+    limit_at_s: float, samples: list[tuple[float, int, float, float]], stop: simpy.Event,
 ) -> Generator[Any, Any, None]:
     engines = [r.engine for r in replicas]
     while True:
         waiting = sum(len(e.waiting) for e in engines)
         kv = sum(e.kv.occupancy_frac for e in engines) / len(engines)
-        samples.append((env.now, waiting, kv))
+        samples.append((env.now, waiting, kv, sum(e.busy_s for e in engines)))
         idle = env.now >= last_arrival_at_s and all(e.outstanding == 0 and not e.has_work for e in engines)
         pending = any(r._next < len(r.pending_ids) for r in replicas)
         if (idle and not pending) or env.now >= limit_at_s:
@@ -154,7 +154,7 @@ def simulate(
     *,
     num_replicas: int = 1,
     router: str = "least-outstanding",
-    seed: int = 0,
+    seed: int | np.random.SeedSequence = 0,
     duration_s: float | None = None,
     warmup_s: float = 0.0,
     offline: bool = False,
@@ -169,7 +169,8 @@ def simulate(
     )
     env = simpy.Environment()
     replicas = _build_replicas(env, groups, table)
-    rng_router = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+    seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed).spawn(3)[2]
+    rng_router = np.random.default_rng(seq)
     router_obj = make_router(router, len(replicas), rng_router)
     arrivals = table.arrival_at_s
     last_at_s = arrivals[-1] if arrivals else 0.0
@@ -181,7 +182,7 @@ def simulate(
     drain = drain_limit_s if drain_limit_s is not None else max(60.0, duration_s)
     limit = last_at_s + drain if not offline else math.inf
     interval = max(duration_s, 1.0) / _NUM_MONITOR_SAMPLES
-    samples: list[tuple[float, int, float]] = []
+    samples: list[tuple[float, int, float, float]] = []
     stop = env.event()
     env.process(_monitor(env, replicas, interval, last_at_s, limit, samples, stop))
     env.run(until=stop)
@@ -196,11 +197,19 @@ def _pre_route(replicas: list[Replica], router: Any, arrivals: list[float]) -> N
         r.pending_at_s.append(at_s)
 
 
+def _busy_until(samples: np.ndarray, until_s: float) -> float:
+    """Summed replica busy time over [0, until_s], from the monitor's cumulative samples."""
+    k = int(np.searchsorted(samples[:, 0], until_s, side="right")) - 1
+    if k < 0 or samples[k, 0] <= 0:
+        return 0.0
+    return float(samples[k, 3] * until_s / samples[k, 0])
+
+
 def _result(
     table: RequestTable, replicas: list[Replica], end_at_s: float, duration_s: float, warmup_s: float,
-    offline: bool, samples: list[tuple[float, int, float]],
+    offline: bool, samples: list[tuple[float, int, float, float]],
 ) -> RunResult:
-    arr = np.array(samples, dtype=float).reshape(-1, 3)
+    arr = np.array(samples, dtype=float).reshape(-1, 4)
     records = RequestRecords(
         arrival_at_s=np.asarray(table.arrival_at_s, dtype=float),
         first_token_at_s=np.asarray(table.first_token_at_s, dtype=float),
@@ -218,7 +227,7 @@ def _result(
         duration_s=duration_s,
         warmup_s=warmup_s,
         offline=offline,
-        busy_s=sum(e.busy_s for e in engines),
+        busy_s=_busy_until(arr, end_at_s if offline else duration_s),
         num_replicas=len(engines),
         rejected=sum(e.rejected for e in engines),
         queue_samples=(arr[:, 0], arr[:, 1]),

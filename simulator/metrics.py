@@ -42,9 +42,38 @@ CONFIDENCE = 0.95
 _ALPHA = 1.0 - CONFIDENCE
 _Z = NormalDist().inv_cdf(1.0 - _ALPHA / 2.0)
 # Two-sided 95% Student-t quantiles t_{0.975, df} for df = 1..30; beyond, a Cornish-Fisher expansion.
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-         2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-         2.052, 2.048, 2.045, 2.042)
+_T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 
 # Saturation rule thresholds (documented in detect_saturation).
 NUM_BATCHES = 10
@@ -118,8 +147,9 @@ def quantile_estimate(values: np.ndarray, q: float) -> Estimate:
     if len(x) == 0:
         return _NAN_ESTIMATE
     lo, hi = _order_stat_indices(len(x), q)
-    return Estimate(float(np.quantile(x, q)), float(x[lo]) if lo >= 0 else math.nan,
-                    float(x[hi]) if hi >= 0 else math.nan)
+    return Estimate(
+        float(np.quantile(x, q)), float(x[lo]) if lo >= 0 else math.nan, float(x[hi]) if hi >= 0 else math.nan
+    )
 
 
 def mean_estimate(values: np.ndarray) -> Estimate:
@@ -146,8 +176,13 @@ class LatencyStats:
 
     @classmethod
     def of(cls, values_s: np.ndarray) -> LatencyStats:
-        return cls(len(values_s), quantile_estimate(values_s, 0.5), quantile_estimate(values_s, 0.9),
-                   quantile_estimate(values_s, 0.99), mean_estimate(values_s))
+        return cls(
+            len(values_s),
+            quantile_estimate(values_s, 0.5),
+            quantile_estimate(values_s, 0.9),
+            quantile_estimate(values_s, 0.99),
+            mean_estimate(values_s),
+        )
 
     @classmethod
     def undefined(cls, count: int = 0) -> LatencyStats:
@@ -260,8 +295,13 @@ def _trend(batch_means: np.ndarray, width_s: float) -> tuple[float, float]:
     return slope, slope / se
 
 
-def detect_saturation(records: RequestRecords, *, warmup_s: float, end_at_s: float,
-                      queue_samples: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[bool, str]:
+def detect_saturation(
+    records: RequestRecords,
+    *,
+    warmup_s: float,
+    end_at_s: float,
+    queue_samples: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[bool, str]:
     """Whether the backlog grows without bound in the window [warmup_s, end_at_s] of length W.
 
     With A arrivals and C completions in the window, the run is saturated if any of:
@@ -292,17 +332,23 @@ def detect_saturation(records: RequestRecords, *, warmup_s: float, end_at_s: flo
     rise = slope * width_s
     rise_limit = max(TREND_RISE_FRAC * num_arrived, MIN_BACKLOG_REQUESTS)
     if t_stat > TREND_T_MIN and rise > rise_limit:
-        return True, (f"{series} grows through the measurement window (by {rise:.0f} requests, "
-                      f"t = {t_stat:.1f}): arrivals outpace completions")
+        return True, (
+            f"{series} grows through the measurement window (by {rise:.0f} requests, "
+            f"t = {t_stat:.1f}): arrivals outpace completions"
+        )
     completed = int(((finish >= warmup_s) & (finish <= end_at_s)).sum())
     shortfall = num_arrived - completed
     if shortfall > max(SHORTFALL_FRAC * num_arrived, MIN_BACKLOG_REQUESTS):
-        return True, (f"completions fall short of arrivals by {shortfall} of {num_arrived} in the window "
-                      "(a growing backlog, or a warm-up too short to reach steady state)")
+        return True, (
+            f"completions fall short of arrivals by {shortfall} of {num_arrived} in the window "
+            "(a growing backlog, or a warm-up too short to reach steady state)"
+        )
     unfinished = int((in_window & np.isnan(finish)).sum())
     if unfinished > max(UNFINISHED_FRAC * num_arrived, MIN_BACKLOG_REQUESTS):
-        return True, (f"{unfinished} of {num_arrived} requests arriving in the window never finished "
-                      "(a backlog, or a window shorter than the latencies it measures)")
+        return True, (
+            f"{unfinished} of {num_arrived} requests arriving in the window never finished "
+            "(a backlog, or a window shorter than the latencies it measures)"
+        )
     return False, ""
 
 
@@ -311,10 +357,18 @@ def detect_saturation(records: RequestRecords, *, warmup_s: float, end_at_s: flo
 # ----------------------------------------------------------------------------------------------
 
 
-def summarize(records: RequestRecords, *, warmup_s: float, end_at_s: float, offline: bool,
-              slo: Slo | None = None, queue_samples: tuple[np.ndarray, np.ndarray] | None = None,
-              busy_s: float | None = None, num_replicas: int = 1,
-              kv_samples: tuple[np.ndarray, np.ndarray] | None = None) -> MetricsSummary:
+def summarize(
+    records: RequestRecords,
+    *,
+    warmup_s: float,
+    end_at_s: float,
+    offline: bool,
+    slo: Slo | None = None,
+    queue_samples: tuple[np.ndarray, np.ndarray] | None = None,
+    busy_s: float | None = None,
+    num_replicas: int = 1,
+    kv_samples: tuple[np.ndarray, np.ndarray] | None = None,
+) -> MetricsSummary:
     """Summarize one run (see the module docstring for definitions).
 
     ``queue_samples``/``kv_samples``: (sample_at_s, value) step functions over the run (number waiting;
@@ -330,8 +384,11 @@ def summarize(records: RequestRecords, *, warmup_s: float, end_at_s: float, offl
     out_tokens = np.asarray(records.output_tokens, dtype=np.float64)
     done = ~np.isnan(finish)
 
-    saturated, reason = (False, "") if offline else detect_saturation(
-        records, warmup_s=warmup_s, end_at_s=end_at_s, queue_samples=queue_samples)
+    saturated, reason = (
+        (False, "")
+        if offline
+        else detect_saturation(records, warmup_s=warmup_s, end_at_s=end_at_s, queue_samples=queue_samples)
+    )
 
     measured = (arrival >= start_s) & (arrival < end_at_s)
     ttft = (first - arrival)[measured & ~np.isnan(first)]
@@ -360,22 +417,33 @@ def summarize(records: RequestRecords, *, warmup_s: float, end_at_s: float, offl
         good = e2e_mask & (ttft_all <= slo.ttft_p99_s) & ((out_tokens <= 1) | (tpot_all <= slo.tpot_p99_s))
         goodput = float(good.sum()) / width_s
         attainment = float(good.sum()) / num_measured if num_measured else math.nan
-        slo_met = bool(not saturated and latency["ttft"].p99.value <= slo.ttft_p99_s
-                       and (latency["tpot"].count == 0 or latency["tpot"].p99.value <= slo.tpot_p99_s))
+        slo_met = bool(
+            not saturated
+            and latency["ttft"].p99.value <= slo.ttft_p99_s
+            and (latency["tpot"].count == 0 or latency["tpot"].p99.value <= slo.tpot_p99_s)
+        )
 
     edges = np.array([start_s, end_at_s])
     return MetricsSummary(
-        ttft_s=latency["ttft"], tpot_s=latency["tpot"], e2e_s=latency["e2e"],
+        ttft_s=latency["ttft"],
+        tpot_s=latency["tpot"],
+        e2e_s=latency["e2e"],
         queue_delay_s=latency["queue_delay"],
         output_tokens_per_s=total_out / span_s if span_s > 0 else 0.0,
         steady_output_tokens_per_s=float(out_tokens[in_window_done].sum()) / width_s,
         total_tokens_per_s=(total_in + total_out) / span_s if span_s > 0 else 0.0,
-        arrived_requests=len(records), completed_requests=int(done.sum()), measured_requests=num_measured,
-        goodput_requests_per_s=goodput, slo_attainment_frac=attainment, slo_met=slo_met,
+        arrived_requests=len(records),
+        completed_requests=int(done.sum()),
+        measured_requests=num_measured,
+        goodput_requests_per_s=goodput,
+        slo_attainment_frac=attainment,
+        slo_met=slo_met,
         utilisation_frac=busy_s / (num_replicas * end_at_s) if busy_s is not None else math.nan,
         kv_occupancy_mean_frac=_window_mean(kv_samples, edges),
         num_waiting_mean=_window_mean(queue_samples, edges),
-        preemptions=int(np.sum(records.preemptions)), saturated=saturated, saturation_reason=reason,
+        preemptions=int(np.sum(records.preemptions)),
+        saturated=saturated,
+        saturation_reason=reason,
         window_s=width_s,
     )
 
@@ -386,9 +454,17 @@ def summarize(records: RequestRecords, *, warmup_s: float, end_at_s: float, offl
 
 COMBINED_KEYS: tuple[str, ...] = (
     *(f"{name}_{stat}_s" for name in _LATENCIES for stat in _STATS),
-    "output_tokens_per_s", "steady_output_tokens_per_s", "total_tokens_per_s", "goodput_requests_per_s",
-    "slo_attainment_frac", "utilisation_frac", "kv_occupancy_mean_frac", "num_waiting_mean",
-    "completed_requests", "arrived_requests", "preemptions",
+    "output_tokens_per_s",
+    "steady_output_tokens_per_s",
+    "total_tokens_per_s",
+    "goodput_requests_per_s",
+    "slo_attainment_frac",
+    "utilisation_frac",
+    "kv_occupancy_mean_frac",
+    "num_waiting_mean",
+    "completed_requests",
+    "arrived_requests",
+    "preemptions",
 )
 
 
@@ -397,8 +473,12 @@ def t_quantile_975(df: int) -> float:
     if df <= len(_T975):
         return _T975[df - 1]
     z = _Z
-    return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
+    return (
+        z
+        + (z**3 + z) / (4 * df)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+    )
 
 
 def combine_replications(summaries: Sequence[MetricsSummary]) -> dict[str, float | int | bool]:

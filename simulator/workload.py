@@ -358,8 +358,10 @@ def _to_float(value: object) -> float:
 def _token_counts(values: np.ndarray, name: str, path: str) -> np.ndarray:
     bad = np.flatnonzero((values < 1) | (values != np.round(values)))
     if len(bad):
-        raise InputError(f"{path}: column '{name}' row {bad[0] + 1} must be a whole number of tokens >= 1, "
-                         f"got {values[bad[0]]}")
+        raise InputError(
+            f"{path}: column '{name}' row {bad[0] + 1} must be a whole number of tokens >= 1, "
+            f"got {values[bad[0]]}"
+        )
     return values.astype(np.int64)
 
 
@@ -583,8 +585,11 @@ class LengthModel(BaseModel):
     @property
     def paired(self) -> bool:
         a, b = self.input_tokens, self.output_tokens
-        return isinstance(a, EmpiricalLength) and isinstance(b, EmpiricalLength) and (
-            a.source_file() == b.source_file())
+        return (
+            isinstance(a, EmpiricalLength)
+            and isinstance(b, EmpiricalLength)
+            and (a.source_file() == b.source_file())
+        )
 
     @property
     def mean_input_tokens(self) -> float:
@@ -649,8 +654,10 @@ def benchmark_workload(benchmark: str) -> LengthModel:
     """
     name = canonical_benchmark(benchmark)
     if name == "gpt-oss-120b":
-        return LengthModel(input_tokens=GPT_OSS_INPUT,
-                           output_tokens=lognormal_for_capped_mean(1311.0, GPT_OSS_OUTPUT_CV, 10240))
+        return LengthModel(
+            input_tokens=GPT_OSS_INPUT,
+            output_tokens=lognormal_for_capped_mean(1311.0, GPT_OSS_OUTPUT_CV, 10240),
+        )
     inputs = EmpiricalLength(benchmark=name, column="input_length")
     if name == "llama3.1-8b":
         return LengthModel(input_tokens=inputs, output_tokens=FixedLength(tokens=128))
@@ -714,8 +721,9 @@ class Workload(BaseModel):
         model = self.length_model()
         return model.mean_output_tokens if model else float(self.arrivals.load().output_tokens.mean())
 
-    def generate(self, duration_s: float, rng_arrivals: np.random.Generator,
-                 rng_lengths: np.random.Generator) -> RequestSet:
+    def generate(
+        self, duration_s: float, rng_arrivals: np.random.Generator, rng_lengths: np.random.Generator
+    ) -> RequestSet:
         """The requests of one run: arrivals in [0, duration_s) (offline: all at 0, duration ignored;
         trace: its rows before duration_s, ``inf`` for all)."""
         if isinstance(self.arrivals, TraceArrivals):

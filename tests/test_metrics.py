@@ -27,10 +27,15 @@ NAN = math.nan
 def _records(arrival, first, finish, output, inputs=None, preemptions=None, scheduled=None) -> RequestRecords:
     n = len(arrival)
     return RequestRecords(
-        arrival_at_s=np.asarray(arrival, dtype=float), first_token_at_s=np.asarray(first, dtype=float),
-        finish_at_s=np.asarray(finish, dtype=float), input_tokens=np.asarray(inputs or [10] * n),
-        output_tokens=np.asarray(output), preemptions=np.asarray(preemptions or [0] * n),
-        replica=np.zeros(n, dtype=int), scheduled_at_s=None if scheduled is None else np.asarray(scheduled, float))
+        arrival_at_s=np.asarray(arrival, dtype=float),
+        first_token_at_s=np.asarray(first, dtype=float),
+        finish_at_s=np.asarray(finish, dtype=float),
+        input_tokens=np.asarray(inputs or [10] * n),
+        output_tokens=np.asarray(output),
+        preemptions=np.asarray(preemptions or [0] * n),
+        replica=np.zeros(n, dtype=int),
+        scheduled_at_s=None if scheduled is None else np.asarray(scheduled, float),
+    )
 
 
 def _fifo_queue(rate_per_s: float, service_rate_per_s: float, duration_s: float, seed: int) -> RequestRecords:
@@ -45,13 +50,22 @@ def _fifo_queue(rate_per_s: float, service_rate_per_s: float, duration_s: float,
         finish[i] = free_at
     first = finish - 0.5 * service
     output = rng.integers(1, 50, len(arrival))
-    return _records(arrival, np.where(first <= duration_s, first, NAN), np.where(finish <= duration_s, finish, NAN),
-                    output)
+    return _records(
+        arrival,
+        np.where(first <= duration_s, first, NAN),
+        np.where(finish <= duration_s, finish, NAN),
+        output,
+    )
 
 
 def test_latencies_and_tpot_on_hand_built_records() -> None:
-    records = _records(arrival=[0.0, 1.0, 2.0, 3.0], first=[0.5, 1.2, 2.1, 3.4], finish=[2.5, 3.2, 2.1, 4.4],
-                       output=[5, 11, 1, 3], scheduled=[0.1, 1.0, 2.0, 3.2])
+    records = _records(
+        arrival=[0.0, 1.0, 2.0, 3.0],
+        first=[0.5, 1.2, 2.1, 3.4],
+        finish=[2.5, 3.2, 2.1, 4.4],
+        output=[5, 11, 1, 3],
+        scheduled=[0.1, 1.0, 2.0, 3.2],
+    )
     summary = summarize(records, warmup_s=0.0, end_at_s=10.0, offline=False)
     d = summary.to_dict()
     assert d["num_ttft_samples"] == 4 and d["ttft_mean_s"] == pytest.approx((0.5 + 0.2 + 0.1 + 0.4) / 4)
@@ -66,18 +80,24 @@ def test_latencies_and_tpot_on_hand_built_records() -> None:
 
 
 def test_warmup_requests_are_excluded_from_latency() -> None:
-    records = _records(arrival=[0.0, 5.0, 6.0], first=[50.0, 5.1, 6.3], finish=[60.0, 5.5, 6.5], output=[2, 2, 2])
+    records = _records(
+        arrival=[0.0, 5.0, 6.0], first=[50.0, 5.1, 6.3], finish=[60.0, 5.5, 6.5], output=[2, 2, 2]
+    )
     d = summarize(records, warmup_s=4.0, end_at_s=70.0, offline=False).to_dict()
     assert d["num_ttft_samples"] == 2 and d["ttft_mean_s"] == pytest.approx(0.2)
     assert d["measured_requests"] == 2 and d["arrived_requests"] == 3
 
 
 def test_mlperf_throughput_definitions() -> None:
-    offline = _records(arrival=[0, 0, 0], first=[1, 1, 2], finish=[2, 4, 5], output=[10, 20, 30], inputs=[1, 2, 3])
+    offline = _records(
+        arrival=[0, 0, 0], first=[1, 1, 2], finish=[2, 4, 5], output=[10, 20, 30], inputs=[1, 2, 3]
+    )
     d = summarize(offline, warmup_s=0.0, end_at_s=5.0, offline=True).to_dict()
     assert d["output_tokens_per_s"] == pytest.approx(60 / 5)  # all output tokens / last completion
     assert d["total_tokens_per_s"] == pytest.approx(66 / 5)
-    server = _records(arrival=[1, 2, 3, 4], first=[1.5, 2.5, 3.5, 4.5], finish=[3, 5, 11, NAN], output=[10, 20, 30, 40])
+    server = _records(
+        arrival=[1, 2, 3, 4], first=[1.5, 2.5, 3.5, 4.5], finish=[3, 5, 11, NAN], output=[10, 20, 30, 40]
+    )
     d = summarize(server, warmup_s=2.0, end_at_s=12.0, offline=False).to_dict()
     assert d["output_tokens_per_s"] == pytest.approx(60 / (11 - 1))  # completed tokens / last completion
     assert d["steady_output_tokens_per_s"] == pytest.approx(60 / 10)  # completions in [2, 12]
@@ -85,10 +105,16 @@ def test_mlperf_throughput_definitions() -> None:
 
 
 def test_slo_goodput_and_attainment() -> None:
-    records = _records(arrival=[0, 1, 2, 3], first=[0.1, 1.5, 2.1, 3.1], finish=[1.1, 2.5, 2.2, 8.1], output=[11, 11, 1, 11])
-    d = summarize(records, warmup_s=0.0, end_at_s=10.0, offline=False, slo=Slo(ttft_p99_s=0.2, tpot_p99_s=0.2)).to_dict()
+    records = _records(
+        arrival=[0, 1, 2, 3], first=[0.1, 1.5, 2.1, 3.1], finish=[1.1, 2.5, 2.2, 8.1], output=[11, 11, 1, 11]
+    )
+    d = summarize(
+        records, warmup_s=0.0, end_at_s=10.0, offline=False, slo=Slo(ttft_p99_s=0.2, tpot_p99_s=0.2)
+    ).to_dict()
     # request 1 fails TTFT, request 3 fails TPOT (0.5 s), the 1-token request passes
-    assert d["slo_attainment_frac"] == pytest.approx(0.5) and d["goodput_requests_per_s"] == pytest.approx(0.2)
+    assert d["slo_attainment_frac"] == pytest.approx(0.5) and d["goodput_requests_per_s"] == pytest.approx(
+        0.2
+    )
     assert d["slo_met"] is False
     no_slo = summarize(records, warmup_s=0.0, end_at_s=10.0, offline=False).to_dict()
     assert no_slo["slo_met"] is None and math.isnan(no_slo["goodput_requests_per_s"])
@@ -96,9 +122,16 @@ def test_slo_goodput_and_attainment() -> None:
 
 def test_time_weighted_kv_queue_and_utilisation() -> None:
     records = _records(arrival=[0.0], first=[0.1], finish=[0.2], output=[2], preemptions=[3])
-    d = summarize(records, warmup_s=0.0, end_at_s=20.0, offline=False, busy_s=10.0, num_replicas=2,
-                  kv_samples=(np.array([0.0, 10.0]), np.array([0.0, 1.0])),
-                  queue_samples=(np.array([0.0, 5.0, 15.0]), np.array([0.0, 4.0, 0.0]))).to_dict()
+    d = summarize(
+        records,
+        warmup_s=0.0,
+        end_at_s=20.0,
+        offline=False,
+        busy_s=10.0,
+        num_replicas=2,
+        kv_samples=(np.array([0.0, 10.0]), np.array([0.0, 1.0])),
+        queue_samples=(np.array([0.0, 5.0, 15.0]), np.array([0.0, 4.0, 0.0])),
+    ).to_dict()
     assert d["kv_occupancy_mean_frac"] == pytest.approx(0.5)
     assert d["num_waiting_mean"] == pytest.approx(4.0 * 10 / 20)
     assert d["utilisation_frac"] == pytest.approx(10.0 / (2 * 20.0)) and d["preemptions"] == 3
@@ -106,12 +139,19 @@ def test_time_weighted_kv_queue_and_utilisation() -> None:
 
 def test_saturation_detected_on_growing_queue_not_on_stable_one() -> None:
     for seed in range(10):
-        overloaded = summarize(_fifo_queue(10.0, 8.0, 600.0, seed), warmup_s=100.0, end_at_s=600.0, offline=False,
-                               slo=Slo(ttft_p99_s=100.0, tpot_p99_s=100.0))
+        overloaded = summarize(
+            _fifo_queue(10.0, 8.0, 600.0, seed),
+            warmup_s=100.0,
+            end_at_s=600.0,
+            offline=False,
+            slo=Slo(ttft_p99_s=100.0, tpot_p99_s=100.0),
+        )
         assert overloaded.saturated and overloaded.saturation_reason
         assert math.isnan(overloaded.ttft_s.p99.value) and overloaded.slo_met is False
         assert overloaded.output_tokens_per_s > 0  # throughput (the capacity) is still reported
-        stable = summarize(_fifo_queue(10.0, 11.0, 600.0, seed), warmup_s=100.0, end_at_s=600.0, offline=False)
+        stable = summarize(
+            _fifo_queue(10.0, 11.0, 600.0, seed), warmup_s=100.0, end_at_s=600.0, offline=False
+        )
         assert not stable.saturated and stable.saturation_reason == ""
         assert math.isfinite(stable.ttft_s.p99.value)
 
@@ -136,8 +176,12 @@ def test_saturation_from_unfinished_backlog() -> None:
 
 
 def test_offline_is_never_flagged() -> None:
-    records = _records(arrival=np.zeros(100), first=np.linspace(1, 50, 100), finish=np.linspace(2, 100, 100),
-                       output=np.full(100, 10))
+    records = _records(
+        arrival=np.zeros(100),
+        first=np.linspace(1, 50, 100),
+        finish=np.linspace(2, 100, 100),
+        output=np.full(100, 10),
+    )
     assert not summarize(records, warmup_s=0.0, end_at_s=100.0, offline=True).saturated
 
 
@@ -168,8 +212,14 @@ def test_combine_replications_t_interval_coverage() -> None:
             rng = np.random.default_rng(1000 * trial + rep)
             arrival = np.sort(rng.uniform(0, 100, 50))
             ttft = rng.exponential(1.0, 50)
-            summaries.append(summarize(_records(arrival, arrival + ttft, arrival + ttft + 1.0, np.full(50, 2)),
-                                       warmup_s=0.0, end_at_s=200.0, offline=False))
+            summaries.append(
+                summarize(
+                    _records(arrival, arrival + ttft, arrival + ttft + 1.0, np.full(50, 2)),
+                    warmup_s=0.0,
+                    end_at_s=200.0,
+                    offline=False,
+                )
+            )
         combined = combine_replications(summaries)
         hits += combined["ttft_mean_ci_low_s"] <= 1.0 <= combined["ttft_mean_ci_high_s"]
     assert 88 <= hits <= 100
@@ -186,10 +236,25 @@ def test_t_quantiles() -> None:
 def test_to_dict_keys_and_window_validation() -> None:
     records = _records(arrival=[0.0], first=[0.1], finish=[0.2], output=[2])
     d = summarize(records, warmup_s=0.0, end_at_s=1.0, offline=False).to_dict()
-    for key in ("ttft_p99_s", "ttft_p99_ci_low_s", "tpot_p50_ci_high_s", "e2e_mean_s", "queue_delay_p90_s",
-                "output_tokens_per_s", "steady_output_tokens_per_s", "total_tokens_per_s", "completed_requests",
-                "arrived_requests", "goodput_requests_per_s", "slo_attainment_frac", "utilisation_frac",
-                "kv_occupancy_mean_frac", "preemptions", "saturated", "saturation_reason"):
+    for key in (
+        "ttft_p99_s",
+        "ttft_p99_ci_low_s",
+        "tpot_p50_ci_high_s",
+        "e2e_mean_s",
+        "queue_delay_p90_s",
+        "output_tokens_per_s",
+        "steady_output_tokens_per_s",
+        "total_tokens_per_s",
+        "completed_requests",
+        "arrived_requests",
+        "goodput_requests_per_s",
+        "slo_attainment_frac",
+        "utilisation_frac",
+        "kv_occupancy_mean_frac",
+        "preemptions",
+        "saturated",
+        "saturation_reason",
+    ):
         assert key in d
     with pytest.raises(InputError):
         summarize(records, warmup_s=5.0, end_at_s=5.0, offline=False)

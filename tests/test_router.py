@@ -52,11 +52,15 @@ def test_least_outstanding_picks_first_minimum(outstanding: list[int]) -> None:
     assert choice == outstanding.index(min(outstanding))
 
 
-@given(st.lists(st.tuples(st.integers(0, 50), st.sampled_from([0.5, 1.0, 2.0, 3.0])), min_size=1, max_size=40))
+@given(
+    st.lists(st.tuples(st.integers(0, 50), st.sampled_from([0.5, 1.0, 2.0, 3.0])), min_size=1, max_size=40)
+)
 def test_least_outstanding_respects_capacity_weights(pairs: list[tuple[int, float]]) -> None:
     outstanding = [p[0] for p in pairs]
     weights = [p[1] for p in pairs]
-    choice = LeastOutstanding(len(pairs), np.random.default_rng(0)).choose(View(outstanding, capacity_weight=weights))
+    choice = LeastOutstanding(len(pairs), np.random.default_rng(0)).choose(
+        View(outstanding, capacity_weight=weights)
+    )
     loads = [o / w for o, w in pairs]
     assert loads[choice] == min(loads) and choice == loads.index(min(loads))
 

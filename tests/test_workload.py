@@ -49,8 +49,14 @@ def _rate_and_cv(process, duration_s: float, seeds: range) -> tuple[list[float],
     return rates, cvs
 
 
-@pytest.mark.parametrize("process", [PoissonArrivals(rate_per_s=40.0), GammaArrivals(rate_per_s=40.0, cv=2.0),
-                                     GammaArrivals(rate_per_s=5.0, cv=0.5)])
+@pytest.mark.parametrize(
+    "process",
+    [
+        PoissonArrivals(rate_per_s=40.0),
+        GammaArrivals(rate_per_s=40.0, cv=2.0),
+        GammaArrivals(rate_per_s=5.0, cv=0.5),
+    ],
+)
 def test_renewal_processes_match_rate_and_cv(process) -> None:
     rates, cvs = _rate_and_cv(process, 200.0, range(20))
     _within_se(rates, process.mean_rate_per_s)
@@ -64,8 +70,14 @@ def test_gamma_with_cv_one_is_poisson_like_and_bursty_gaps_differ() -> None:
 
 
 def test_piecewise_average_rate_and_counts_per_segment() -> None:
-    curve = PiecewiseRateArrivals(segments=[{"start_s": 0, "rate_per_s": 5.0}, {"start_s": 100, "rate_per_s": 20.0},
-                                            {"start_s": 300, "rate_per_s": 0.0}], period_s=400.0)
+    curve = PiecewiseRateArrivals(
+        segments=[
+            {"start_s": 0, "rate_per_s": 5.0},
+            {"start_s": 100, "rate_per_s": 20.0},
+            {"start_s": 300, "rate_per_s": 0.0},
+        ],
+        period_s=400.0,
+    )
     assert curve.mean_rate_per_s == pytest.approx((5 * 100 + 20 * 200) / 400)
     assert curve.expected_count(1000.0) == pytest.approx(2 * 4500 + 5 * 100 + 20 * 100)
     rates, _ = _rate_and_cv(curve, 2000.0, range(10))
@@ -78,22 +90,30 @@ def test_piecewise_average_rate_and_counts_per_segment() -> None:
 
 
 def test_piecewise_cv_long_segment_approximation() -> None:
-    curve = PiecewiseRateArrivals(segments=[{"start_s": 0, "rate_per_s": 5.0}, {"start_s": 100, "rate_per_s": 20.0}],
-                                  period_s=200.0)
+    curve = PiecewiseRateArrivals(
+        segments=[{"start_s": 0, "rate_per_s": 5.0}, {"start_s": 100, "rate_per_s": 20.0}], period_s=200.0
+    )
     assert curve.interarrival_cv == pytest.approx(math.sqrt(2.125))
     _, cvs = _rate_and_cv(curve, 2000.0, range(10))
     _within_se(cvs, curve.interarrival_cv, slack=0.02)
 
 
 def test_piecewise_aperiodic_keeps_last_rate() -> None:
-    curve = PiecewiseRateArrivals(segments=[{"start_s": 0, "rate_per_s": 1.0}, {"start_s": 10, "rate_per_s": 50.0}])
+    curve = PiecewiseRateArrivals(
+        segments=[{"start_s": 0, "rate_per_s": 1.0}, {"start_s": 10, "rate_per_s": 50.0}]
+    )
     assert curve.mean_rate_per_s == 50.0
     assert curve.expected_count(20.0) == pytest.approx(10 + 500)
 
 
-@pytest.mark.parametrize("segments", [[{"start_s": 5, "rate_per_s": 1}],
-                                      [{"start_s": 0, "rate_per_s": 1}, {"start_s": 0, "rate_per_s": 2}],
-                                      [{"start_s": 0, "rate_per_s": 0}]])
+@pytest.mark.parametrize(
+    "segments",
+    [
+        [{"start_s": 5, "rate_per_s": 1}],
+        [{"start_s": 0, "rate_per_s": 1}, {"start_s": 0, "rate_per_s": 2}],
+        [{"start_s": 0, "rate_per_s": 0}],
+    ],
+)
 def test_piecewise_rejects_bad_segments(segments) -> None:
     with pytest.raises(ValidationError):
         PiecewiseRateArrivals(segments=segments)
@@ -103,7 +123,8 @@ def test_offline_all_at_zero_and_ignores_duration() -> None:
     times = OfflineArrivals(num_requests=123).sample_times(1.0, np.random.default_rng(0))
     assert len(times) == 123 and np.all(times == 0.0)
     requests = Workload(arrivals={"kind": "offline", "num_requests": 50}, benchmark="mixtral-8x7b").generate(
-        0.5, np.random.default_rng(0), np.random.default_rng(1))
+        0.5, np.random.default_rng(0), np.random.default_rng(1)
+    )
     assert len(requests) == 50 and np.all(requests.arrival_at_s == 0.0)
 
 
@@ -158,15 +179,18 @@ def test_trace_parquet(tmp_path) -> None:
     assert requests.arrival_at_s.tolist() == [0.0, 1.0] and requests.output_tokens.tolist() == [7, 8]
 
 
-@pytest.mark.parametrize(("text", "column"), [
-    ("arrival_s,input_tokens\n0,5\n", "output_tokens"),
-    ("input_tokens,output_tokens\n5,5\n", "arrival_s"),
-    ("arrival_s,input_tokens,output_tokens\n0,-5,3\n", "input_tokens"),
-    ("arrival_s,input_tokens,output_tokens\n0,5,0\n", "output_tokens"),
-    ("arrival_s,input_tokens,output_tokens\n-1,5,3\n", "arrival_s"),
-    ("arrival_s,input_tokens,output_tokens\nsoon,5,3\n", "arrival_s"),
-    ("arrival_s,input_tokens,output_tokens\n0,5.5,3\n", "input_tokens"),
-])
+@pytest.mark.parametrize(
+    ("text", "column"),
+    [
+        ("arrival_s,input_tokens\n0,5\n", "output_tokens"),
+        ("input_tokens,output_tokens\n5,5\n", "arrival_s"),
+        ("arrival_s,input_tokens,output_tokens\n0,-5,3\n", "input_tokens"),
+        ("arrival_s,input_tokens,output_tokens\n0,5,0\n", "output_tokens"),
+        ("arrival_s,input_tokens,output_tokens\n-1,5,3\n", "arrival_s"),
+        ("arrival_s,input_tokens,output_tokens\nsoon,5,3\n", "arrival_s"),
+        ("arrival_s,input_tokens,output_tokens\n0,5.5,3\n", "input_tokens"),
+    ],
+)
 def test_trace_errors_name_file_and_column(tmp_path, text: str, column: str) -> None:
     path = _write(tmp_path, text)
     with pytest.raises(InputError) as info:
@@ -193,8 +217,13 @@ def test_trace_takes_no_length_settings(tmp_path) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dist", [LogNormalLength(mean_tokens=300, cv=1.5, max_tokens=1000),
-                                  LogNormalLength(mean_tokens=800, cv=0.5, max_tokens=100_000, min_tokens=50)])
+@pytest.mark.parametrize(
+    "dist",
+    [
+        LogNormalLength(mean_tokens=300, cv=1.5, max_tokens=1000),
+        LogNormalLength(mean_tokens=800, cv=0.5, max_tokens=100_000, min_tokens=50),
+    ],
+)
 def test_lognormal_sample_mean_matches_capped_analytic_mean(dist) -> None:
     means = [dist.sample(20_000, np.random.default_rng(seed)).mean() for seed in range(20)]
     _within_se(means, dist.capped_mean_tokens, slack=0.002)
@@ -205,7 +234,9 @@ def test_lognormal_sample_mean_matches_capped_analytic_mean(dist) -> None:
 def test_lognormal_cap_lowers_the_mean() -> None:
     dist = LogNormalLength(mean_tokens=300, cv=1.5, max_tokens=1000)
     assert dist.capped_mean_tokens < 300
-    assert LogNormalLength(mean_tokens=300, cv=1.5, max_tokens=10**9).capped_mean_tokens == pytest.approx(300, rel=1e-6)
+    assert LogNormalLength(mean_tokens=300, cv=1.5, max_tokens=10**9).capped_mean_tokens == pytest.approx(
+        300, rel=1e-6
+    )
 
 
 def test_llama2_preset_outputs_as_generated_and_inputs_from_file() -> None:
@@ -223,9 +254,17 @@ def test_llama2_preset_outputs_as_generated_and_inputs_from_file() -> None:
     assert all(pair in rows for pair in zip(inputs[:5000].tolist(), outputs[:5000].tolist(), strict=True))
 
 
-@pytest.mark.parametrize(("name", "output_mean", "cap"), [
-    ("llama3.1-8b", 128.0, 128), ("llama3.1-405b", 652.0, 20000), ("mixtral-8x7b", 145.7, 1024),
-    ("deepseek-r1", 3750.0, 20000), ("gpt-oss-120b", 1311.0, 10240), ("llama2-70b-99.9", 291.0, 1024)])
+@pytest.mark.parametrize(
+    ("name", "output_mean", "cap"),
+    [
+        ("llama3.1-8b", 128.0, 128),
+        ("llama3.1-405b", 652.0, 20000),
+        ("mixtral-8x7b", 145.7, 1024),
+        ("deepseek-r1", 3750.0, 20000),
+        ("gpt-oss-120b", 1311.0, 10240),
+        ("llama2-70b-99.9", 291.0, 1024),
+    ],
+)
 def test_presets_hit_measured_output_means_and_caps(name: str, output_mean: float, cap: int) -> None:
     model = benchmark_workload(name)
     assert model.mean_output_tokens == pytest.approx(output_mean, rel=0.005)
@@ -243,8 +282,10 @@ def test_every_benchmark_has_a_preset_and_unknown_is_input_error() -> None:
 
 
 def test_independent_lengths_when_not_the_same_file() -> None:
-    model = LengthModel(input_tokens=FixedLength(tokens=7), output_tokens={"kind": "lognormal", "mean_tokens": 50,
-                                                                            "cv": 1, "max_tokens": 500})
+    model = LengthModel(
+        input_tokens=FixedLength(tokens=7),
+        output_tokens={"kind": "lognormal", "mean_tokens": 50, "cv": 1, "max_tokens": 500},
+    )
     assert not model.paired
     inputs, outputs = model.sample(1000, np.random.default_rng(0))
     assert np.all(inputs == 7) and outputs.max() <= 500
@@ -268,7 +309,9 @@ def test_workload_generate_is_reproducible_and_streams_are_independent() -> None
     b = workload.generate(60.0, np.random.default_rng(1), np.random.default_rng(2))
     c = workload.generate(60.0, np.random.default_rng(1), np.random.default_rng(3))
     assert np.array_equal(a.arrival_at_s, b.arrival_at_s) and np.array_equal(a.output_tokens, b.output_tokens)
-    assert np.array_equal(a.arrival_at_s, c.arrival_at_s) and not np.array_equal(a.input_tokens, c.input_tokens)
+    assert np.array_equal(a.arrival_at_s, c.arrival_at_s) and not np.array_equal(
+        a.input_tokens, c.input_tokens
+    )
     assert a.arrival_at_s.dtype == np.float64 and a.input_tokens.dtype == np.int64
 
 
@@ -276,10 +319,17 @@ def test_workload_needs_one_length_source() -> None:
     with pytest.raises(ValidationError):
         Workload(arrivals={"kind": "poisson", "rate_per_s": 1.0})
     with pytest.raises(ValidationError):
-        Workload(arrivals={"kind": "poisson", "rate_per_s": 1.0}, benchmark="llama2-70b",
-                 input_tokens={"kind": "fixed", "tokens": 5}, output_tokens={"kind": "fixed", "tokens": 5})
-    workload = Workload(arrivals={"kind": "gamma", "rate_per_s": 1.0, "cv": 2.0},
-                        input_tokens={"kind": "fixed", "tokens": 5}, output_tokens={"kind": "fixed", "tokens": 9})
+        Workload(
+            arrivals={"kind": "poisson", "rate_per_s": 1.0},
+            benchmark="llama2-70b",
+            input_tokens={"kind": "fixed", "tokens": 5},
+            output_tokens={"kind": "fixed", "tokens": 5},
+        )
+    workload = Workload(
+        arrivals={"kind": "gamma", "rate_per_s": 1.0, "cv": 2.0},
+        input_tokens={"kind": "fixed", "tokens": 5},
+        output_tokens={"kind": "fixed", "tokens": 9},
+    )
     assert workload.mean_output_tokens == 9.0
     with pytest.raises(InputError):
         workload.generate(math.inf, np.random.default_rng(0), np.random.default_rng(0))
