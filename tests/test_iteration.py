@@ -1,0 +1,126 @@
+"""Physics of the memory plan and iteration-time model: tests that can fail."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulator.deployment import Layout, kv_bytes_per_token_per_gpu, make_deployment, plan_memory
+from simulator.iteration import BatchShape, StepModel
+
+CASES = [
+    ("llama2-70b", "h200", "fp8", 8),
+    ("llama2-70b", "mi355x", "fp4", 1),
+    ("llama2-70b", "h100", "fp8", 4),
+    ("mixtral-8x7b", "mi300x", "fp8", 2),
+    ("gpt-oss-120b", "b200", "fp4", 1),
+    ("deepseek-r1", "b200", "fp4", 8),
+    ("llama3.1-8b", "mi325x", "fp8", 1),
+]
+
+
+def _dep(model, hw, prec, tp, **kw):
+    return make_deployment(model, hw, prec, Layout(tp=tp), **kw)
+
+
+@pytest.mark.parametrize(("model", "hw", "prec", "tp"), CASES)
+@given(batch=st.integers(1, 512), ctx=st.integers(1, 8192))
+@settings(max_examples=30, deadline=None)
+def test_decode_step_never_beats_hbm(model, hw, prec, tp, batch, ctx):
+    """A decode step reads the weights it touches plus the KV it attends to: it cannot take less than
+    those bytes / peak HBM bandwidth (per GPU)."""
+    dep = _dep(model, hw, prec, tp)
+    sm = StepModel(dep)
+    shape = sm.decode_shape(batch, ctx)
+    floor_s = sm.min_decode_bytes_per_gpu(shape) / dep.accelerator.hbm_bandwidth_bytes_per_s
+    assert sm.time_of(shape) >= floor_s
+
+
+@pytest.mark.parametrize(("model", "hw", "prec", "tp"), CASES)
+@pytest.mark.parametrize("field", ["hbm_bandwidth_bytes_per_s", "flops", "scaleup_bandwidth_bytes_per_s"])
+def test_more_hardware_never_slows_a_step(model, hw, prec, tp, field):
+    dep = _dep(model, hw, prec, tp)
+    acc = dep.accelerator
+    if field == "flops":
+        faster = acc.with_overrides(**{f"peak_{f}_flops_per_s": 2 * acc.peak_flops_per_s(f)
+                                       for f in acc.supported_compute_formats})
+    elif field == "scaleup_bandwidth_bytes_per_s" and acc.scaleup_topology == "mesh":
+        faster = acc.with_overrides(scaleup_link_bandwidth_bytes_per_s=2 * acc.scaleup_link_bandwidth_bytes_per_s)
+    else:
+        faster = acc.with_overrides(**{field: 2 * getattr(acc, field)})
+    fast = StepModel(dataclasses.replace(dep, accelerator=faster))
+    slow = StepModel(dep)
+    shapes = [slow.decode_shape(b, c) for b in (1, 16, 256) for c in (128, 4096)]
+    shapes += [BatchShape(prefill_tokens=p, prefill_pairs_full=p * p / 2) for p in (64, 2048, 8192)]
+    shapes += [BatchShape(prefill_tokens=512, prefill_pairs_full=512 * 256, decode_seqs=64,
+                          decode_ctx_full=64 * 1000)]
+    for shape in shapes:
+        assert fast.time_of(shape) <= slow.time_of(shape)
+    if field != "scaleup_bandwidth_bytes_per_s" or tp > 1:
+        assert any(fast.time_of(s) < slow.time_of(s) for s in shapes)
+
+
+def test_tp2_halves_dense_weights_per_gpu():
+    one = plan_memory(_dep("llama2-70b", "h100", "fp8", 1))
+    two = plan_memory(_dep("llama2-70b", "h100", "fp8", 2))
+    assert two.weights_bytes_per_gpu == pytest.approx(one.weights_bytes_per_gpu / 2, rel=1e-12)
+
+
+def test_llama2_kv_bytes_per_token_fp8():
+    dep = _dep("llama2-70b", "h100", "fp8", 1)
+    assert kv_bytes_per_token_per_gpu(dep) == 80 * 2 * 8 * 128 * 1 == 163_840
+
+
+def test_kv_heads_split_then_replicate():
+    """GQA with 8 KV heads: TP8 holds 1/8 per GPU; TP beyond the head count would replicate."""
+    dep8 = _dep("llama2-70b", "h100", "fp8", 8)
+    assert kv_bytes_per_token_per_gpu(dep8) == pytest.approx(163_840 / 8)
+
+
+def test_mla_latent_replicated_under_tp_split_under_attention_dp():
+    tp = make_deployment("deepseek-r1", "b200", "fp4", Layout(tp=8))
+    dp = make_deployment("deepseek-r1", "b200", "fp4", Layout(tp=8, ep=8, attention="dp"))
+    assert kv_bytes_per_token_per_gpu(tp) == pytest.approx(61 * 576 * 1.0)  # whole latent on every GPU
+    p_tp, p_dp = plan_memory(tp), plan_memory(dp)
+    assert p_dp.weights_bytes_per_gpu > p_tp.weights_bytes_per_gpu  # attention weights replicated
+    assert p_dp.kv_bytes_per_token_per_gpu == p_tp.kv_bytes_per_token_per_gpu
+
+
+def test_moe_decode_reads_fewer_experts_at_batch_1_than_256():
+    for model, hw, prec, tp in [("mixtral-8x7b", "h100", "fp8", 2), ("gpt-oss-120b", "b200", "fp4", 1),
+                                ("deepseek-r1", "b200", "fp4", 8)]:
+        sm = StepModel(_dep(model, hw, prec, tp))
+        kv_free = {"decode_ctx_full": 0.0}
+        b1 = sm.min_decode_bytes_per_gpu(BatchShape(decode_seqs=1, **kv_free))
+        b256 = sm.min_decode_bytes_per_gpu(BatchShape(decode_seqs=256, **kv_free))
+        assert b1 < b256
+
+
+def test_weight_only_fp4_on_hopper_runs_at_fp8_rate():
+    dep = _dep("llama2-70b", "h200", "fp4", 8)
+    assert dep.compute_family == "fp8"
+    assert dep.precision.weight_bytes_per_param < 1.0
+    assert any("weight-only" in n for n in dep.notes)
+
+
+def test_fp6_rate_differs_by_vendor():
+    amd, nv = _dep("llama2-70b", "mi355x", "fp6", 1), _dep("llama2-70b", "b200", "fp6", 1)
+    assert amd.accelerator.peak_flops_per_s("fp6") == amd.accelerator.peak_flops_per_s("fp4")
+    assert nv.accelerator.peak_flops_per_s("fp6") == nv.accelerator.peak_flops_per_s("fp8")
+
+
+def test_prefill_grows_with_input_and_decode_with_context():
+    sm = StepModel(_dep("llama2-70b", "h100", "fp8", 8))
+    assert sm.prefill_time_s(2048) > sm.prefill_time_s(512) > sm.prefill_time_s(64)
+    assert sm.time_of(sm.decode_shape(64, 4096)) > sm.time_of(sm.decode_shape(64, 256))
+
+
+def test_pipeline_parallel_step_is_not_faster_than_weights_read():
+    """With PP the weights are read once per micro-batch: the step cannot beat weights / bandwidth."""
+    dep = make_deployment("llama3.1-405b", "h100", "fp8", Layout(tp=8, pp=2))
+    sm = StepModel(dep)
+    weights_s = plan_memory(dep).weights_bytes_per_gpu / dep.accelerator.hbm_bandwidth_bytes_per_s
+    assert sm.time_of(sm.decode_shape(1, 100)) > weights_s
