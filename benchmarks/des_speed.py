@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 import resource
 import sys
+import time
 
 import numpy as np
 
@@ -36,10 +36,19 @@ def main() -> None:
     dep = make_deployment("llama2-70b", "mi355x", "fp4", Layout(tp=1))
     workload = Workload(arrivals=PoissonArrivals(rate_per_s=args.rate), benchmark="llama2-70b")
     seqs = np.random.SeedSequence(args.seed).spawn(3)
-    requests = workload.generate(args.duration, np.random.default_rng(seqs[0]), np.random.default_rng(seqs[1]))
+    requests = workload.generate(
+        args.duration, np.random.default_rng(seqs[0]), np.random.default_rng(seqs[1])
+    )
     start = time.perf_counter()
-    result = simulate(dep, requests, num_replicas=args.replicas, router=args.router, seed=seqs[2],
-                      duration_s=args.duration, warmup_s=min(0.2 * args.duration, 30.0))
+    result = simulate(
+        dep,
+        requests,
+        num_replicas=args.replicas,
+        router=args.router,
+        seed=seqs[2],
+        duration_s=args.duration,
+        warmup_s=min(0.2 * args.duration, 30.0),
+    )
     wall_s = time.perf_counter() - start
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     peak_rss_mib = rss_kib * KIB / MIB if sys.platform.startswith("linux") else None
@@ -62,9 +71,11 @@ def main() -> None:
         "tpot_p99_s": summary["tpot_p99_s"],
         "peak_rss_mib": None if peak_rss_mib is None else round(peak_rss_mib, 1),
     }
-    print(f"simulated {figures['simulated_s']:.1f} s of {args.replicas} replicas "
-          f"({figures['steady_output_tokens_per_s']:,} output tokens/s steady) in {wall_s:.2f} s wall: "
-          f"{figures['simulated_output_tokens_per_wall_s']:,} simulated output tokens per wall-second")
+    print(
+        f"simulated {figures['simulated_s']:.1f} s of {args.replicas} replicas "
+        f"({figures['steady_output_tokens_per_s']:,} output tokens/s steady) in {wall_s:.2f} s wall: "
+        f"{figures['simulated_output_tokens_per_wall_s']:,} simulated output tokens per wall-second"
+    )
     print(json.dumps(figures))
 
 

@@ -22,7 +22,13 @@ import math
 from dataclasses import dataclass, field
 
 from simulator import units
-from simulator.efficiency import Efficiency, default_framework, lookup_efficiency, memory_settings, normalise_framework
+from simulator.efficiency import (
+    Efficiency,
+    default_framework,
+    lookup_efficiency,
+    memory_settings,
+    normalise_framework,
+)
 from simulator.errors import InputError
 from simulator.formats import FORMATS, Precision, gemm_compute_family, resolve_precision
 from simulator.hardware import Accelerator, load_accelerator
@@ -90,7 +96,9 @@ def _validate_layout(model: ModelSpec, acc: Accelerator, layout: Layout) -> None
             f"valid tp: 1..{acc.scaleup_domain_gpus}"
         )
     if model.num_heads % layout.tp:
-        raise InputError(f"tp={layout.tp} does not divide the {model.num_heads} attention heads of {model.id}")
+        raise InputError(
+            f"tp={layout.tp} does not divide the {model.num_heads} attention heads of {model.id}"
+        )
     if layout.pp > model.num_layers:
         raise InputError(f"pp={layout.pp} exceeds the {model.num_layers} layers of {model.id}")
     if layout.ep > 1 and model.num_experts == 0:
@@ -120,15 +128,18 @@ def make_deployment(
     _validate_layout(spec, acc, layout)
     _check_positive("max_num_seqs", max_num_seqs)
     _check_positive("max_batched_tokens", max_batched_tokens)
-    prec = resolve_precision(precision, acc.vendor, weights=weights, activations=activations, kv_cache=kv_precision)
+    prec = resolve_precision(
+        precision, acc.vendor, weights=weights, activations=activations, kv_cache=kv_precision
+    )
     family = gemm_compute_family(prec, acc.supported_compute_formats)
     fw = normalise_framework(framework) if framework else default_framework(acc.vendor)
     eff = efficiency or lookup_efficiency(acc.id, acc.architecture, family, fw)
     notes = ()
     if FORMATS[prec.weights].compute_family != family:
         notes = (f"{prec.weights} weights run weight-only-quantised at the {family} rate on {acc.id}",)
-    return Deployment(spec, acc, prec, precision.lower(), layout, fw, family, eff, max_num_seqs,
-                      max_batched_tokens, notes)
+    return Deployment(
+        spec, acc, prec, precision.lower(), layout, fw, family, eff, max_num_seqs, max_batched_tokens, notes
+    )
 
 
 @dataclass(frozen=True)
@@ -162,9 +173,7 @@ def weights_bytes_per_gpu(dep: Deployment) -> float:
     other_dense = m.dense_params - m.lm_head_params - m.attention_params
     attention_share = 1.0 / lay.pp if lay.attention == "dp" else 1.0 / lay.gpus
     return (
-        embed
-        + m.attention_params * w_bytes * attention_share
-        + (other_dense + routed) * w_bytes / lay.gpus
+        embed + m.attention_params * w_bytes * attention_share + (other_dense + routed) * w_bytes / lay.gpus
     )
 
 
@@ -188,7 +197,9 @@ def plan_memory(dep: Deployment) -> MemoryPlan:
     seqs_per_gpu_share = dep.layout.tp if dep.layout.attention == "dp" else 1
     tokens = int(max(budget, 0.0) / per_token) * seqs_per_gpu_share if per_token > 0 else 0
     block = settings["kv_block_tokens"]
-    return MemoryPlan(capacity, weights, reserve, budget, per_token, tokens, block, tokens // block, budget > 0)
+    return MemoryPlan(
+        capacity, weights, reserve, budget, per_token, tokens, block, tokens // block, budget > 0
+    )
 
 
 def require_fit(dep: Deployment, plan: MemoryPlan) -> None:
@@ -198,5 +209,6 @@ def require_fit(dep: Deployment, plan: MemoryPlan) -> None:
         raise InputError(
             f"{dep.model.id} {dep.precision_name} {dep.layout.label()} does not fit on {dep.accelerator.id}: "
             f"needs {units.bytes_to_gib(need):.1f} GiB per GPU for weights and reserve, "
-            f"has {units.bytes_to_gib(plan.hbm_capacity_bytes):.1f} GiB; try a larger tp/pp or a smaller format"
+            f"has {units.bytes_to_gib(plan.hbm_capacity_bytes):.1f} GiB; "
+            "try a larger tp/pp or a smaller format"
         )

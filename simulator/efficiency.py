@@ -116,8 +116,13 @@ def lookup_efficiency(
     fitted = calibration if calibration is not None else _load_yaml(calibration_path()).get("groups", {})
     for key in (f"architecture:{architecture}", calibration_key(accelerator_id, compute_family, framework)):
         if key in fitted:
-            merged.update({k: float(v) for k, v in fitted[key].get("params", fitted[key]).items()
-                           if isinstance(v, (int, float))})
+            merged.update(
+                {
+                    k: float(v)
+                    for k, v in fitted[key].get("params", fitted[key]).items()
+                    if isinstance(v, (int, float))
+                }
+            )
             source = f"calibration {key}"
     nvls = _values(base.get("in_network_reduction"))
     return Efficiency(

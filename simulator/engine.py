@@ -174,7 +174,9 @@ class ReplicaEngine:
                 self._requeue_prefill()
                 return self.plan_step(now_s)
             return None
-        dt = self.step_model.step_time_s(tokens, pairs_full, pairs_slide, self.n_dec, self.ctx_sum, self.slide_sum)
+        dt = self.step_model.step_time_s(
+            tokens, pairs_full, pairs_slide, self.n_dec, self.ctx_sum, self.slide_sum
+        )
         self.busy_s += dt
         self.kv_frac_time += self.kv.occupancy_frac * dt
         return dt

@@ -100,7 +100,9 @@ def capacity_weight(step_model: StepModel) -> float:
     return batch / step_model.time_of(step_model.decode_shape(batch, _CAPACITY_PROBE_CONTEXT_TOKENS))
 
 
-def _build_replicas(env: simpy.Environment, groups: Sequence[ReplicaGroup], table: RequestTable) -> list[Replica]:
+def _build_replicas(
+    env: simpy.Environment, groups: Sequence[ReplicaGroup], table: RequestTable
+) -> list[Replica]:
     replicas: list[Replica] = []
     built = []
     for group in groups:
@@ -113,8 +115,12 @@ def _build_replicas(env: simpy.Environment, groups: Sequence[ReplicaGroup], tabl
     for count, dep, plan, model, weight in built:
         for _ in range(count):
             engine = ReplicaEngine(
-                len(replicas), model, KVCache(plan.kv_capacity_blocks, plan.kv_block_tokens), table,
-                max_num_seqs=dep.max_num_seqs, max_batched_tokens=dep.max_batched_tokens,
+                len(replicas),
+                model,
+                KVCache(plan.kv_capacity_blocks, plan.kv_block_tokens),
+                table,
+                max_num_seqs=dep.max_num_seqs,
+                max_batched_tokens=dep.max_batched_tokens,
             )
             replicas.append(Replica(env, engine, weight / top))
     return replicas
@@ -132,8 +138,13 @@ def _router_process(
 
 
 def _monitor(
-    env: simpy.Environment, replicas: list[Replica], interval_s: float, last_arrival_at_s: float,
-    limit_at_s: float, samples: list[tuple[float, int, float, float]], stop: simpy.Event,
+    env: simpy.Environment,
+    replicas: list[Replica],
+    interval_s: float,
+    last_arrival_at_s: float,
+    limit_at_s: float,
+    samples: list[tuple[float, int, float, float]],
+    stop: simpy.Event,
 ) -> Generator[Any, Any, None]:
     engines = [r.engine for r in replicas]
     while True:
@@ -206,8 +217,13 @@ def _busy_until(samples: np.ndarray, until_s: float) -> float:
 
 
 def _result(
-    table: RequestTable, replicas: list[Replica], end_at_s: float, duration_s: float, warmup_s: float,
-    offline: bool, samples: list[tuple[float, int, float, float]],
+    table: RequestTable,
+    replicas: list[Replica],
+    end_at_s: float,
+    duration_s: float,
+    warmup_s: float,
+    offline: bool,
+    samples: list[tuple[float, int, float, float]],
 ) -> RunResult:
     arr = np.array(samples, dtype=float).reshape(-1, 4)
     records = RequestRecords(

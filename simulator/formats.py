@@ -49,19 +49,31 @@ FORMATS: dict[str, NumericFormat] = {
         NumericFormat("fp8", 1.0, "fp8", 8, "FP8 E4M3 with per-tensor scale"),
         NumericFormat("int8", 1.0, "fp8", 8, "INT8 with per-channel scale (runs at the 8-bit rate)"),
         NumericFormat(
-            "mxfp6", 6 / _BITS_PER_BYTE + _BLOCK_SCALE_BITS / _BITS_PER_BYTE / _MX_BLOCK, "fp6", 6,
+            "mxfp6",
+            6 / _BITS_PER_BYTE + _BLOCK_SCALE_BITS / _BITS_PER_BYTE / _MX_BLOCK,
+            "fp6",
+            6,
             "OCP MXFP6, E8M0 scale per 32",
         ),
         NumericFormat(
-            "mxfp4", 4 / _BITS_PER_BYTE + _BLOCK_SCALE_BITS / _BITS_PER_BYTE / _MX_BLOCK, "fp4", 4,
+            "mxfp4",
+            4 / _BITS_PER_BYTE + _BLOCK_SCALE_BITS / _BITS_PER_BYTE / _MX_BLOCK,
+            "fp4",
+            4,
             "OCP MXFP4, E8M0 scale per 32",
         ),
         NumericFormat(
-            "nvfp4", 4 / _BITS_PER_BYTE + _BLOCK_SCALE_BITS / _BITS_PER_BYTE / _NVFP4_BLOCK, "fp4", 4,
+            "nvfp4",
+            4 / _BITS_PER_BYTE + _BLOCK_SCALE_BITS / _BITS_PER_BYTE / _NVFP4_BLOCK,
+            "fp4",
+            4,
             "NVIDIA NVFP4, E4M3 scale per 16",
         ),
         NumericFormat(
-            "int4", 4 / _BITS_PER_BYTE + 16 / _BITS_PER_BYTE / _INT4_GROUP, "fp4", 4,
+            "int4",
+            4 / _BITS_PER_BYTE + 16 / _BITS_PER_BYTE / _INT4_GROUP,
+            "fp4",
+            4,
             "INT4 weight-only, bf16 scale per 128",
         ),
     )
@@ -162,5 +174,6 @@ def gemm_compute_family(precision: Precision, supported_families: tuple[str, ...
         if family in supported_families:
             return family
     raise InputError(
-        f"no supported compute format for {precision.label()}; hardware supports {', '.join(supported_families)}"
+        f"no supported compute format for {precision.label()}; "
+        f"hardware supports {', '.join(supported_families)}"
     )

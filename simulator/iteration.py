@@ -64,16 +64,37 @@ class StepModel:
     """Prices engine steps of one deployment; constants are precomputed so a step costs ~30 flops."""
 
     __slots__ = (
-        "_a2a_bytes_per_token", "_a2a_bw", "_allreduce_bw", "_ar_bytes_per_token", "_ar_count",
-        "_attn_bytes_per_pair", "_attn_flops_full", "_attn_flops_sliding", "_attn_peak", "_bw",
-        "_dense_bytes", "_dense_flops_per_token", "_expert_bytes", "_experts", "_k",
-        "_kv_bytes_full", "_kv_bytes_sliding", "_latency_s", "_moe_flops_per_token", "_moe_layers",
-        "_overhead_s", "_p2p_bw", "_p2p_bytes_per_token", "_peak", "_pp", "_tp", "deployment",
+        "_a2a_bw",
+        "_a2a_bytes_per_token",
+        "_allreduce_bw",
+        "_ar_bytes_per_token",
+        "_ar_count",
+        "_attn_flops_full",
+        "_attn_flops_sliding",
+        "_attn_peak",
+        "_bw",
+        "_dense_bytes",
+        "_dense_flops_per_token",
+        "_expert_bytes",
+        "_experts",
+        "_k",
+        "_kv_bytes_full",
+        "_kv_bytes_sliding",
+        "_latency_s",
+        "_moe_flops_per_token",
+        "_moe_layers",
+        "_overhead_s",
+        "_p2p_bw",
+        "_p2p_bytes_per_token",
+        "_peak",
+        "_pp",
+        "_tp",
+        "deployment",
     )
 
     def __init__(self, dep: Deployment) -> None:
         self.deployment = dep
-        acc, m, lay, eff = dep.accelerator, dep.model, dep.layout, dep.efficiency
+        acc, lay, eff = dep.accelerator, dep.layout, dep.efficiency
         self._tp, self._pp = lay.tp, lay.pp
         self._peak = acc.peak_flops_per_s(dep.compute_family) * eff.compute_frac
         kv_fmt = dep.precision.kv_cache
@@ -92,7 +113,9 @@ class StepModel:
         per_stage_gpu = 1.0 / (lay.tp * lay.pp)
         attn_share = 1.0 / lay.pp if lay.attention == "dp" else per_stage_gpu
         other = m.dense_params - m.lm_head_params - m.attention_params
-        self._dense_bytes = (other * w + m.lm_head_params * hp) * per_stage_gpu + m.attention_params * w * attn_share
+        self._dense_bytes = (
+            other * w + m.lm_head_params * hp
+        ) * per_stage_gpu + m.attention_params * w * attn_share
         self._dense_flops_per_token = 2.0 * m.dense_params * per_stage_gpu
         self._moe_layers = m.num_moe_layers / lay.pp
         self._experts = float(m.num_experts)
@@ -109,7 +132,6 @@ class StepModel:
         self._kv_bytes_sliding = per_token_gpu * dp_share * sliding_ratio
         self._attn_flops_full = m.attention_flops_per_query_key_full / (lay.pp * lay.tp)
         self._attn_flops_sliding = m.attention_flops_per_query_key_sliding / (lay.pp * lay.tp)
-        self._attn_bytes_per_pair = 0.0  # prefill reads its cached context once per chunk (below)
 
     def _init_comm(self, dep: Deployment) -> None:
         acc, m, lay, eff = dep.accelerator, dep.model, dep.layout, dep.efficiency
@@ -131,9 +153,9 @@ class StepModel:
                 self._a2a_bw = alltoall_bandwidth(dep, tp)
         self._p2p_bytes_per_token = act if lay.pp > 1 else 0.0
         crosses_nodes = lay.gpus > acc.scaleup_domain_gpus
-        self._p2p_bw = (acc.scaleout_bandwidth_bytes_per_s if crosses_nodes else acc.scaleup_bandwidth_bytes_per_s) * (
-            eff.network_frac
-        )
+        self._p2p_bw = (
+            acc.scaleout_bandwidth_bytes_per_s if crosses_nodes else acc.scaleup_bandwidth_bytes_per_s
+        ) * (eff.network_frac)
 
     def step_time_s(
         self,
@@ -155,35 +177,48 @@ class StepModel:
         moe = 0.0
         if self._moe_layers:
             touched = self._experts * (1.0 - (1.0 - self._k / self._experts) ** tokens)
-            moe = max(self._moe_flops_per_token * tokens / self._peak,
-                      self._moe_layers * touched * self._expert_bytes / self._bw)
+            moe = max(
+                self._moe_flops_per_token * tokens / self._peak,
+                self._moe_layers * touched * self._expert_bytes / self._bw,
+            )
         ctx_bytes = (decode_ctx_full + prefill_tokens) * self._kv_bytes_full + (
             decode_ctx_sliding * self._kv_bytes_sliding
         )
-        pairs_flops = (prefill_pairs_full + decode_ctx_full * queries / max(decode_seqs, 1.0)) * self._attn_flops_full
+        pairs_flops = (
+            prefill_pairs_full + decode_ctx_full * queries / max(decode_seqs, 1.0)
+        ) * self._attn_flops_full
         pairs_flops += (prefill_pairs_sliding + decode_ctx_sliding) * self._attn_flops_sliding
         attn = max(pairs_flops / pp / self._attn_peak, ctx_bytes / pp / self._bw)
         comm = 0.0
         if self._ar_count:
             comm = self._ar_count * (self._ar_bytes_per_token * tokens / self._allreduce_bw + self._latency_s)
             if self._a2a_bytes_per_token:
-                comm += self._a2a_bytes_per_token * tokens / self._a2a_bw + 2.0 * self._moe_layers * self._latency_s
+                comm += (
+                    self._a2a_bytes_per_token * tokens / self._a2a_bw
+                    + 2.0 * self._moe_layers * self._latency_s
+                )
         p2p = self._p2p_bytes_per_token * tokens / self._p2p_bw + self._latency_s if pp > 1 else 0.0
         return pp * (dense + moe + attn + comm + p2p) + self._overhead_s
 
     def time_of(self, shape: BatchShape) -> float:
         """``step_time_s`` for a ``BatchShape``."""
         return self.step_time_s(
-            shape.prefill_tokens, shape.prefill_pairs_full, shape.prefill_pairs_sliding, shape.decode_seqs,
-            shape.decode_ctx_full, shape.decode_ctx_sliding, shape.decode_query_tokens,
+            shape.prefill_tokens,
+            shape.prefill_pairs_full,
+            shape.prefill_pairs_sliding,
+            shape.decode_seqs,
+            shape.decode_ctx_full,
+            shape.decode_ctx_sliding,
+            shape.decode_query_tokens,
         )
 
     def decode_shape(self, batch: int, context_tokens: float) -> BatchShape:
         """A pure decode step of ``batch`` sequences each with ``context_tokens`` cached."""
         window = self.deployment.model.sliding_window_tokens
         sliding_ctx = min(context_tokens, window) if window else 0.0
-        return BatchShape(decode_seqs=batch, decode_ctx_full=batch * context_tokens,
-                          decode_ctx_sliding=batch * sliding_ctx)
+        return BatchShape(
+            decode_seqs=batch, decode_ctx_full=batch * context_tokens, decode_ctx_sliding=batch * sliding_ctx
+        )
 
     def prefill_time_s(self, input_tokens: int, chunk_tokens: int | None = None) -> float:
         """Time to prefill one prompt alone, in chunks of at most ``chunk_tokens`` (one step per chunk)."""
@@ -204,7 +239,9 @@ class StepModel:
     def min_decode_bytes_per_gpu(self, shape: BatchShape) -> float:
         """Bytes a decode step must read from HBM on one GPU: touched weights plus the KV it attends to."""
         tokens = (shape.decode_query_tokens or shape.decode_seqs) / self._pp
-        touched = self._experts * (1.0 - (1.0 - self._k / self._experts) ** tokens) if self._moe_layers else 0.0
+        touched = (
+            self._experts * (1.0 - (1.0 - self._k / self._experts) ** tokens) if self._moe_layers else 0.0
+        )
         weights = self._pp * (self._dense_bytes + self._moe_layers * touched * self._expert_bytes)
         kv = shape.decode_ctx_full * self._kv_bytes_full + shape.decode_ctx_sliding * self._kv_bytes_sliding
         return weights + kv
@@ -227,7 +264,9 @@ def allreduce_bus_bandwidth(dep: Deployment, n: int) -> float:
     acc = dep.accelerator
     if acc.scaleup_topology == "mesh" and acc.scaleup_link_bandwidth_bytes_per_s:
         links = min(n - 1, acc.scaleup_links_per_gpu or n - 1)
-        return links * acc.scaleup_link_bandwidth_bytes_per_s * dep.efficiency.network_frac * n / (2.0 * (n - 1))
+        return (
+            links * acc.scaleup_link_bandwidth_bytes_per_s * dep.efficiency.network_frac * n / (2.0 * (n - 1))
+        )
     return _switched_ring_bandwidth(dep, n)
 
 

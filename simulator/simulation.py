@@ -56,14 +56,23 @@ def run(
     if num_replicas < 1:
         raise InputError(f"replicas must be >= 1, got {num_replicas}")
     arrivals_seq, lengths_seq, router_seq = np.random.SeedSequence(seed).spawn(3)
-    requests = workload.generate(duration_s, np.random.default_rng(arrivals_seq), np.random.default_rng(lengths_seq))
+    requests = workload.generate(
+        duration_s, np.random.default_rng(arrivals_seq), np.random.default_rng(lengths_seq)
+    )
     if len(requests) == 0:
         raise InputError(f"no request arrives within {duration_s} s; raise the rate or the duration")
     offline = isinstance(workload.arrivals, OfflineArrivals)
     warm = 0.0 if offline else (default_warmup_s(duration_s) if warmup_s is None else warmup_s)
     result = simulate(
-        fleet, requests, num_replicas=num_replicas, router=router, seed=router_seq,
-        duration_s=None if offline else duration_s, warmup_s=warm, offline=offline, drain_limit_s=drain_limit_s,
+        fleet,
+        requests,
+        num_replicas=num_replicas,
+        router=router,
+        seed=router_seq,
+        duration_s=None if offline else duration_s,
+        warmup_s=warm,
+        offline=offline,
+        drain_limit_s=drain_limit_s,
     )
     return Outcome(result, result.summary(slo), len(requests))
 
@@ -72,11 +81,16 @@ def records_columns(result: RunResult) -> tuple[dict[str, Any], dict[str, str]]:
     """Per-request records as columns (for --requests-out) and their units."""
     r = result.records
     columns = {
-        "arrival_at_s": r.arrival_at_s, "scheduled_at_s": r.scheduled_at_s,
-        "first_token_at_s": r.first_token_at_s, "finish_at_s": r.finish_at_s,
-        "ttft_s": r.first_token_at_s - r.arrival_at_s, "e2e_s": r.finish_at_s - r.arrival_at_s,
-        "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
-        "preemptions": r.preemptions, "replica": r.replica,
+        "arrival_at_s": r.arrival_at_s,
+        "scheduled_at_s": r.scheduled_at_s,
+        "first_token_at_s": r.first_token_at_s,
+        "finish_at_s": r.finish_at_s,
+        "ttft_s": r.first_token_at_s - r.arrival_at_s,
+        "e2e_s": r.finish_at_s - r.arrival_at_s,
+        "input_tokens": r.input_tokens,
+        "output_tokens": r.output_tokens,
+        "preemptions": r.preemptions,
+        "replica": r.replica,
     }
     units = {k: "s" for k in columns if k.endswith("_s")}
     units.update({"input_tokens": "tokens", "output_tokens": "tokens", "preemptions": "count"})

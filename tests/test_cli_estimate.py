@@ -13,26 +13,64 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def fleetsim(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True,
-                          cwd="/", timeout=120)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True, cwd="/", timeout=120
+    )
 
 
 def test_estimate_json_h200_fp8_tp8():
-    out = fleetsim("estimate", "--model", "llama2-70b", "--hardware", "h200", "--precision", "fp8", "--tp", "8",
-                   "--batch", "64", "--input-tokens", "1024", "--output-tokens", "256", "--format", "json")
+    out = fleetsim(
+        "estimate",
+        "--model",
+        "llama2-70b",
+        "--hardware",
+        "h200",
+        "--precision",
+        "fp8",
+        "--tp",
+        "8",
+        "--batch",
+        "64",
+        "--input-tokens",
+        "1024",
+        "--output-tokens",
+        "256",
+        "--format",
+        "json",
+    )
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
     assert r["fits"] is True
     assert r["weights_bytes_per_gpu"] == pytest.approx(69e9 / 8, rel=0.05)
     assert r["kv_capacity_tokens"] > 0 and r["largest_batch"] > 64
     assert 0 < r["single_request_tpot_s"] < r["decode_step_s"]
-    for key in ("decode_step_s", "prefill_s", "single_request_ttft_s", "saturated_decode_output_tokens_per_s_per_gpu"):
+    for key in (
+        "decode_step_s",
+        "prefill_s",
+        "single_request_ttft_s",
+        "saturated_decode_output_tokens_per_s_per_gpu",
+    ):
         assert r[key] > 0
 
 
 def test_estimate_table_mi355x_fp4():
-    out = fleetsim("estimate", "--model", "llama2-70b", "--hardware", "mi355x", "--precision", "fp4", "--tp", "1",
-                   "--batch", "128", "--input-tokens", "222", "--output-tokens", "291")
+    out = fleetsim(
+        "estimate",
+        "--model",
+        "llama2-70b",
+        "--hardware",
+        "mi355x",
+        "--precision",
+        "fp4",
+        "--tp",
+        "1",
+        "--batch",
+        "128",
+        "--input-tokens",
+        "222",
+        "--output-tokens",
+        "291",
+    )
     assert out.returncode == 0, out.stderr
     assert "mxfp4" in out.stdout and "KV capacity" in out.stdout
 
@@ -77,13 +115,44 @@ def test_hardware_and_models_lists():
 
 def test_simulate_json_contract_and_requests_out(tmp_path):
     out_file = tmp_path / "req.parquet"
-    out = fleetsim("simulate", "--model", "llama2-70b", "--hardware", "mi355x", "--precision", "fp4",
-                   "--replicas", "2", "--rate", "20", "--duration", "20", "--slo", "mlperf-server",
-                   "--format", "json", "--requests-out", str(out_file))
+    out = fleetsim(
+        "simulate",
+        "--model",
+        "llama2-70b",
+        "--hardware",
+        "mi355x",
+        "--precision",
+        "fp4",
+        "--replicas",
+        "2",
+        "--rate",
+        "20",
+        "--duration",
+        "20",
+        "--slo",
+        "mlperf-server",
+        "--format",
+        "json",
+        "--requests-out",
+        str(out_file),
+    )
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
-    for key in ("output_tokens_per_s", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "e2e_p99_s",
-                "completed_requests", "saturated", "slo_attainment", "model", "hardware", "replicas", "seed"):
+    for key in (
+        "output_tokens_per_s",
+        "ttft_p50_s",
+        "ttft_p99_s",
+        "tpot_p50_s",
+        "tpot_p99_s",
+        "e2e_p99_s",
+        "completed_requests",
+        "saturated",
+        "slo_attainment",
+        "model",
+        "hardware",
+        "replicas",
+        "seed",
+    ):
         assert key in r
     assert r["saturated"] is False and r["slo_attainment"] > 0.99
     import pyarrow.parquet as pq
@@ -94,8 +163,23 @@ def test_simulate_json_contract_and_requests_out(tmp_path):
 
 
 def test_simulate_saturated_is_exit_0():
-    out = fleetsim("simulate", "--model", "llama2-70b", "--hardware", "h100", "--precision", "fp8", "--tp", "8",
-                   "--rate", "400", "--duration", "30", "--format", "json")
+    out = fleetsim(
+        "simulate",
+        "--model",
+        "llama2-70b",
+        "--hardware",
+        "h100",
+        "--precision",
+        "fp8",
+        "--tp",
+        "8",
+        "--rate",
+        "400",
+        "--duration",
+        "30",
+        "--format",
+        "json",
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["saturated"] is True
 
@@ -111,5 +195,7 @@ def test_simulate_saturated_is_exit_0():
     ],
 )
 def test_simulate_bad_input(args, needle):
-    out = fleetsim("simulate", "--model", "llama2-70b", "--hardware", "h100", "--precision", "fp8", "--tp", "8", *args)
+    out = fleetsim(
+        "simulate", "--model", "llama2-70b", "--hardware", "h100", "--precision", "fp8", "--tp", "8", *args
+    )
     assert out.returncode == 2 and needle in out.stderr and len(out.stderr.strip().splitlines()) == 1

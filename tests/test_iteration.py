@@ -45,18 +45,24 @@ def test_more_hardware_never_slows_a_step(model, hw, prec, tp, field):
     dep = _dep(model, hw, prec, tp)
     acc = dep.accelerator
     if field == "flops":
-        faster = acc.with_overrides(**{f"peak_{f}_flops_per_s": 2 * acc.peak_flops_per_s(f)
-                                       for f in acc.supported_compute_formats})
+        faster = acc.with_overrides(
+            **{f"peak_{f}_flops_per_s": 2 * acc.peak_flops_per_s(f) for f in acc.supported_compute_formats}
+        )
     elif field == "scaleup_bandwidth_bytes_per_s" and acc.scaleup_topology == "mesh":
-        faster = acc.with_overrides(scaleup_link_bandwidth_bytes_per_s=2 * acc.scaleup_link_bandwidth_bytes_per_s)
+        faster = acc.with_overrides(
+            scaleup_link_bandwidth_bytes_per_s=2 * acc.scaleup_link_bandwidth_bytes_per_s
+        )
     else:
         faster = acc.with_overrides(**{field: 2 * getattr(acc, field)})
     fast = StepModel(dataclasses.replace(dep, accelerator=faster))
     slow = StepModel(dep)
     shapes = [slow.decode_shape(b, c) for b in (1, 16, 256) for c in (128, 4096)]
     shapes += [BatchShape(prefill_tokens=p, prefill_pairs_full=p * p / 2) for p in (64, 2048, 8192)]
-    shapes += [BatchShape(prefill_tokens=512, prefill_pairs_full=512 * 256, decode_seqs=64,
-                          decode_ctx_full=64 * 1000)]
+    shapes += [
+        BatchShape(
+            prefill_tokens=512, prefill_pairs_full=512 * 256, decode_seqs=64, decode_ctx_full=64 * 1000
+        )
+    ]
     for shape in shapes:
         assert fast.time_of(shape) <= slow.time_of(shape)
     if field != "scaleup_bandwidth_bytes_per_s" or tp > 1:
@@ -90,8 +96,11 @@ def test_mla_latent_replicated_under_tp_split_under_attention_dp():
 
 
 def test_moe_decode_reads_fewer_experts_at_batch_1_than_256():
-    for model, hw, prec, tp in [("mixtral-8x7b", "h100", "fp8", 2), ("gpt-oss-120b", "b200", "fp4", 1),
-                                ("deepseek-r1", "b200", "fp4", 8)]:
+    for model, hw, prec, tp in [
+        ("mixtral-8x7b", "h100", "fp8", 2),
+        ("gpt-oss-120b", "b200", "fp4", 1),
+        ("deepseek-r1", "b200", "fp4", 8),
+    ]:
         sm = StepModel(_dep(model, hw, prec, tp))
         kv_free = {"decode_ctx_full": 0.0}
         b1 = sm.min_decode_bytes_per_gpu(BatchShape(decode_seqs=1, **kv_free))

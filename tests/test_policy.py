@@ -15,8 +15,11 @@ SCALE_OPERATORS = {"*", "/", "**", "//", "*=", "/="}
 def scale_literals(source: str) -> list[str]:
     """Numbers used as unit scale factors: exponent literals of magnitude >= 1e3 anywhere, and
     1000/1024/3600-style factors next to a multiply or divide (strings and comments are ignored)."""
-    tokens = [t for t in tokenize.generate_tokens(io.StringIO(source).readline)
-              if t.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT)]
+    tokens = [
+        t
+        for t in tokenize.generate_tokens(io.StringIO(source).readline)
+        if t.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT)
+    ]
     found = []
     for i, tok in enumerate(tokens):
         if tok.type != tokenize.NUMBER or tok.string.endswith("j"):
@@ -48,8 +51,12 @@ def test_the_scan_catches_literals_and_ignores_strings():
     assert not scale_literals("tokens = 1000\n")
 
 
-ALLOWED = {"simpy": {"replica.py", "fleet.py"}, "matplotlib": {"plots.py"}, "typer": {"cli.py"},
-           "click": {"cli.py"}}
+ALLOWED = {
+    "simpy": {"replica.py", "fleet.py"},
+    "matplotlib": {"plots.py"},
+    "typer": {"cli.py"},
+    "click": {"cli.py"},
+}
 
 
 def _imports(path: Path) -> set[str]:
