@@ -128,7 +128,7 @@ def test_simulate_json_contract_and_requests_out(tmp_path):
         "--rate",
         "20",
         "--duration",
-        "20",
+        "60",
         "--slo",
         "mlperf-server",
         "--format",
