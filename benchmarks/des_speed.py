@@ -19,7 +19,9 @@ import time
 import numpy as np
 
 from simulator.deployment import Layout, make_deployment
+from simulator.efficiency import lookup_efficiency
 from simulator.fleet import simulate
+from simulator.hardware import load_accelerator
 from simulator.units import KIB, MIB, s_to_us
 from simulator.workload import PoissonArrivals, Workload
 
@@ -33,7 +35,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    dep = make_deployment("llama2-70b", "mi355x", "fp4", Layout(tp=1))
+    # Default (uncalibrated) efficiencies keep the offered load and the fleet's operating point fixed
+    # whatever the calibration file says: this benchmark measures simulator speed, not accuracy.
+    acc = load_accelerator("mi355x")
+    eff = lookup_efficiency(acc.id, acc.architecture, "fp4", "vllm", calibration={})
+    dep = make_deployment("llama2-70b", acc, "fp4", Layout(tp=1), efficiency=eff)
     workload = Workload(arrivals=PoissonArrivals(rate_per_s=args.rate), benchmark="llama2-70b")
     seqs = np.random.SeedSequence(args.seed).spawn(3)
     requests = workload.generate(

@@ -84,7 +84,7 @@ class ReplicaEngine:
         self.max_sequence_blocks = kv.capacity_blocks - self.sliding_extra_blocks
         self.waiting: deque[int] = deque()
         self.prefill: list[list[int]] = []  # [rid, done_tokens, target_tokens]
-        self.decoding: dict[int, int] = {}  # rid -> epoch, in admission order
+        self.decoding: dict[int, int] = {}  # rid -> epoch, in the order prefills completed
         self.join: dict[int, tuple[int, int]] = {}  # rid -> (join_step, target)
         self.epoch: dict[int, int] = {}
         self.fin_cal: dict[int, list[tuple[int, int]]] = {}
@@ -159,7 +159,7 @@ class ReplicaEngine:
             self.prefill_blocks[rid] = blocks
             self.waiting.popleft()
             if self.table.generated[rid] == 0 and self.table.preemptions[rid] == 0:
-                self.table.scheduled_at_s[rid] = now_s
+                self.table.scheduled_at_s[rid] = max(now_s, self.table.arrival_at_s[rid])
             entry = [rid, 0, target]
             self.prefill.append(entry)
             chunks.append((entry, c))
@@ -206,6 +206,7 @@ class ReplicaEngine:
         if not self.decoding:
             return None
         rid, _ = self.decoding.popitem()
+        self.table.generated[rid] += s - 1 - self.join[rid][0]  # tokens decoded at join+1 .. s-1
         self.kv.free(self._blocks_held(rid, s - 1))
         self._leave_decode(rid, s)
         self.epoch[rid] = self.epoch.get(rid, 0) + 1
@@ -246,6 +247,7 @@ class ReplicaEngine:
             for rid, epoch in done:
                 if self._valid(rid, epoch):
                     del self.decoding[rid]
+                    self.table.generated[rid] += s - self.join[rid][0]
                     self.kv.free(self._blocks_held(rid, s))
                     self._leave_decode(rid, s)
                     self._complete(rid, now_s)

@@ -13,6 +13,7 @@ still in flight stay unfinished: the metrics flag such a run as saturated).
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -145,14 +146,17 @@ def _monitor(
     limit_at_s: float,
     samples: list[tuple[float, int, float, float]],
     stop: simpy.Event,
+    router_proc: simpy.Process | None = None,
 ) -> Generator[Any, Any, None]:
     engines = [r.engine for r in replicas]
     while True:
         waiting = sum(len(e.waiting) for e in engines)
+        waiting += sum(bisect.bisect_right(r.pending_at_s, env.now, lo=r._next) - r._next for r in replicas)
         kv = sum(e.kv.occupancy_frac for e in engines) / len(engines)
         samples.append((env.now, waiting, kv, sum(e.busy_s for e in engines)))
         idle = env.now >= last_arrival_at_s and all(e.outstanding == 0 and not e.has_work for e in engines)
         pending = any(r._next < len(r.pending_ids) for r in replicas)
+        pending = pending or (router_proc is not None and router_proc.is_alive)
         if (idle and not pending) or env.now >= limit_at_s:
             stop.succeed()
             return
@@ -186,16 +190,17 @@ def simulate(
     arrivals = table.arrival_at_s
     last_at_s = arrivals[-1] if arrivals else 0.0
     duration_s = duration_s if duration_s is not None else last_at_s
+    router_proc = None
     if router in STATE_BLIND_ROUTERS:
         _pre_route(replicas, router_obj, arrivals)
     else:
-        env.process(_router_process(env, replicas, router_obj, arrivals))
+        router_proc = env.process(_router_process(env, replicas, router_obj, arrivals))
     drain = drain_limit_s if drain_limit_s is not None else max(60.0, duration_s)
     limit = last_at_s + drain if not offline else math.inf
     interval = max(duration_s, 1.0) / _NUM_MONITOR_SAMPLES
     samples: list[tuple[float, int, float, float]] = []
     stop = env.event()
-    env.process(_monitor(env, replicas, interval, last_at_s, limit, samples, stop))
+    env.process(_monitor(env, replicas, interval, last_at_s, limit, samples, stop, router_proc))
     env.run(until=stop)
     return _result(table, replicas, env.now, duration_s, warmup_s, offline, samples)
 
