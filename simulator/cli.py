@@ -327,6 +327,262 @@ def _print_simulation(r: dict[str, Any]) -> None:
     print_pairs(rows)
 
 
+# ------------------------------------------------------------------------------ size, compare, sweep, schema
+ScenarioArg = Annotated[str, typer.Argument(help="scenario file, or the name of a shipped scenario")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="override a scenario field, path=value (repeatable), e.g. slo.tpot_p99_ms=40")]
+TableOutOpt = Annotated[str | None, typer.Option("--out", help="write the table: .csv .parquet .json .md")]
+PlotOpt = Annotated[str | None, typer.Option("--plot", help="write a figure: .png or .svg")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress on stderr")]
+
+
+class _ProgressDisplay:
+    """Planner progress on stderr: a rich progress bar on a terminal, else one line per finished step."""
+
+    def __init__(self, quiet: bool) -> None:
+        from rich.console import Console
+
+        self.quiet = quiet
+        self.console = Console(stderr=True)
+        self.live = not quiet and self.console.is_terminal
+        self.bar: Any = None
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _ProgressDisplay:
+        if self.live:
+            from rich import progress as rp
+
+            self.bar = rp.Progress(rp.SpinnerColumn(), rp.TextColumn("{task.description}"), rp.BarColumn(),
+                                   rp.MofNCompleteColumn(), rp.TimeElapsedColumn(), console=self.console,
+                                   transient=True)
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def __call__(self, event: Any) -> None:
+        if self.quiet:
+            return
+        text = f"{event.stage} {event.label}: {event.message}"
+        if self.bar is None:
+            if event.finished:
+                typer.echo(f"[{event.stage} {event.done}/{event.total}] {event.label}: {event.message}",
+                           err=True)
+            return
+        if event.stage not in self.tasks:
+            self.tasks[event.stage] = self.bar.add_task(text, total=event.total)
+        self.bar.update(self.tasks[event.stage], completed=event.done, total=event.total,
+                        description=text[:90])
+
+
+def _check_outputs(out: str | None, plot: str | None) -> None:
+    from simulator.plots import PLOT_SUFFIXES
+
+    if out:
+        check_output_path(out)
+    if plot:
+        check_output_path(plot, PLOT_SUFFIXES)
+
+
+def _display_columns(compare: bool) -> tuple[Any, ...]:
+    from simulator.report import Column, fmt_count, fmt_ms, fmt_number, fmt_pct, fmt_ratio, fmt_usd, text_col
+
+    ident = (text_col("hardware", "hardware"), text_col("precision", "format"), text_col("layout", "layout"),
+             Column("replicas", "replicas", fmt_count), Column("gpus", "GPUs", fmt_count))
+    cost = (Column("usd_per_hour", "$/hour", fmt_usd),
+            Column("usd_per_million_output_tokens", "$/M out tok", fmt_usd))
+    if compare:
+        return (*ident, Column("gpus_vs_baseline", "GPUs vs base", fmt_ratio),
+                Column("output_tokens_per_s_per_gpu", "tok/s/GPU", fmt_number(0)),
+                Column("uplift_vs_baseline", "tok/s/GPU vs base", fmt_ratio),
+                Column("ttft_p99_s", "p99 TTFT (ms)", fmt_ms), Column("tpot_p99_s", "p99 TPOT (ms)", fmt_ms),
+                Column("power_kw", "IT power (kW)", fmt_number(1)),
+                Column("power_kw_vs_baseline", "power vs base", fmt_ratio),
+                *cost, Column("usd_per_million_output_tokens_vs_baseline", "$/M tok vs base", fmt_ratio),
+                text_col("check", "check"))
+    return (Column("rank", "#", fmt_count), *ident, Column("nodes", "nodes", fmt_count),
+            Column("racks", "racks", fmt_count), Column("output_tokens_per_s", "out tok/s", fmt_number(0)),
+            Column("output_tokens_per_s_per_gpu", "tok/s/GPU", fmt_number(0)),
+            Column("ttft_p99_s", "p99 TTFT (ms)", fmt_ms), Column("tpot_p99_s", "p99 TPOT (ms)", fmt_ms),
+            Column("load_frac", "load (%)", fmt_pct), Column("kv_occupancy_mean_frac", "KV (%)", fmt_pct),
+            Column("power_kw", "IT power (kW)", fmt_number(1)),
+            Column("facility_power_kw", "facility (kW)", fmt_number(1)),
+            *cost, text_col("check", "check"))
+
+
+def _render(rows: list[dict[str, Any]], compare: bool) -> str:
+    from simulator.report import render_rows
+
+    shown = [{**r, "check": ("fleet sim" if r.get("verified") else "estimate") if r.get("feasible") else None}
+             for r in rows]
+    return render_rows(shown, _display_columns(compare))
+
+
+def _headline(head: dict[str, Any], scenario: Any) -> str:
+    ms = units.s_to_ms
+    source = f" ({scenario.slo.source})" if scenario.slo.source else ""
+    return (f"{head['model']} at {head['target_output_tokens_per_s']:,.0f} output tokens/s "
+            f"({head['target_rate_per_s']:,.1f} req/s), p99 TTFT <= {ms(head['slo_ttft_p99_s']):,.0f} ms and "
+            f"TPOT <= {ms(head['slo_tpot_p99_s']):,.0f} ms{source}; router {head['router']}, "
+            f"seed {head['seed']}"
+            + (f", fidelity {head['fidelity']:g}" if head["fidelity"] < 1 else ""))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _notes(rows: list[dict[str, Any]]) -> None:
+    announced = sorted({r["hardware"] for r in rows if r.get("hardware_status") == "announced"})
+    if announced:
+        typer.echo(f"note: {', '.join(announced)}: ANNOUNCED hardware, projected figures")
+    if any(r.get("feasible") and not r.get("verified") for r in rows):
+        typer.echo("note: 'estimate' rows are sized from one replica (Poisson splitting: an upper bound for "
+                   "state-aware routers); only competitive candidates get whole-fleet simulations")
+
+
+@app.command()
+def size(
+    scenario: ScenarioArg,
+    set_: SetOpt = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+    out: TableOutOpt = None,
+    plot: PlotOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Size the fleet: GPUs, nodes, racks, power and cost of every candidate, ranked."""
+    from simulator import planner
+    from simulator.export import write_table
+    from simulator.plots import plot_sizing
+    from simulator.scenario import load_scenario
+
+    sc = load_scenario(scenario, set_ or [])
+    _check_outputs(out, plot)
+    with _ProgressDisplay(quiet) as progress:
+        result = planner.size(sc, progress=progress)
+    if out:
+        write_table(result.rows, out, units=planner.ROW_UNITS, meta=result.meta())
+    if plot:
+        title = f"GPUs needed: {sc.name or sc.model}, {sc.target_output_tokens_per_s():,.0f} output tok/s"
+        plot_sizing([{**r, "format": r["precision"]} for r in result.rows], plot, title=title)
+    if fmt is OutputFormat.json:
+        print_json(result.to_json())
+    else:
+        typer.echo(_headline(result.header(), sc))
+        typer.echo(_render(result.rows, compare=False))
+        _notes(result.rows)
+        best = result.best
+        if best is not None:
+            typer.echo(f"best: {best['hardware']} {best['precision']} {best['layout']}: {best['replicas']:,} "
+                       f"replicas = {best['gpus']:,} GPUs in {_count(best['nodes'], 'node')}, "
+                       f"{_count(best['racks'], 'rack')}")
+        typer.echo(f"sized {len(result.rows)} candidates with {result.num_simulations} simulations in "
+                   f"{result.wall_s:.1f} s")
+    if result.best is None:
+        raise NoFeasibleAnswer("no candidate meets the SLOs at the target load (reasons above)")
+
+
+@app.command()
+def compare(
+    scenario: ScenarioArg,
+    hardware: Annotated[str | None, typer.Option("--hardware", help="comma list: mi300x,h200,b200")] = None,
+    baseline: Annotated[str | None, typer.Option("--baseline", help="divide by it (default: first)")] = None,
+    formats: Annotated[str, typer.Option(
+        "--formats", help="'auto' (each generation in its MLPerf precision), 'scenario' or a list")] = "auto",
+    set_: SetOpt = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+    out: TableOutOpt = None,
+    plot: PlotOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """The same workload sized on each generation, with ratios to a baseline (exit 1: none feasible)."""
+    from simulator import planner
+    from simulator.export import write_table
+    from simulator.plots import plot_comparison
+    from simulator.scenario import load_scenario
+
+    sc = load_scenario(scenario, set_ or [])
+    _check_outputs(out, plot)
+    chosen = None if formats == "scenario" else formats if formats == "auto" else formats.split(",")
+    with _ProgressDisplay(quiet) as progress:
+        result = planner.compare(sc, hardware=hardware.split(",") if hardware else None, baseline=baseline,
+                                 formats=chosen, curves=bool(plot), progress=progress)
+    if out:
+        meta = {**result.sizing.meta(), "baseline": result.baseline}
+        write_table(result.rows, out, units=planner.ROW_UNITS, meta=meta)
+    if plot:
+        plot_comparison([{**r, "format": r.get("precision")} for r in result.rows], result.curves, plot,
+                        title=f"{sc.model} at {sc.target_output_tokens_per_s():,.0f} output tok/s, "
+                              f"baseline {result.baseline}")
+    if fmt is OutputFormat.json:
+        print_json(result.to_json())
+    else:
+        head = _headline(result.sizing.header(), result.sizing.scenario)
+        typer.echo(f"{head}; baseline {result.baseline}")
+        typer.echo(_render(result.rows, compare=True))
+        _notes(result.rows)
+        sizing = result.sizing
+        typer.echo(f"sized {len(sizing.rows)} candidates with {sizing.num_simulations} simulations in "
+                   f"{sizing.wall_s:.1f} s")
+    if not any(r.get("feasible") for r in result.rows):
+        raise NoFeasibleAnswer("no hardware meets the SLOs at the target load (reasons above)")
+
+
+@app.command()
+def sweep(
+    scenario: ScenarioArg,
+    grid: Annotated[list[str], typer.Option("--grid", help="path=v1,v2,... (repeatable: cross product)")],
+    set_: SetOpt = None,
+    out: TableOutOpt = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+    quiet: QuietOpt = False,
+) -> None:
+    """What-ifs: size every point of a grid of scenario overrides; one row per point (its best candidate)."""
+    from simulator import __version__, planner
+    from simulator.export import write_table
+    from simulator.report import Column, fmt_count, fmt_ms, fmt_number, fmt_usd, render_rows, text_col
+    from simulator.scenario_files import load_raw, parse_grid, parse_override
+
+    overrides = [parse_override(s) for s in set_ or []]
+    axes = [parse_grid(g) for g in grid]
+    raw, path = load_raw(scenario)
+    _check_outputs(out, None)
+    with _ProgressDisplay(quiet) as progress:
+        rows = planner.sweep(raw, axes, overrides=overrides, where=str(path), progress=progress)
+    if out:
+        meta = {"scenario": str(path), "grid": {".".join(p): v for p, v in axes}, "set": list(set_ or []),
+                "fleetsim_version": __version__}
+        write_table(rows, out, units=planner.ROW_UNITS, meta=meta)
+    if fmt is OutputFormat.json:
+        print_json({"scenario": str(path), "grid": [".".join(p) for p, _ in axes], "rows": rows})
+    else:
+        cols = [text_col(".".join(p), ".".join(p)) for p, _ in axes] + [
+            text_col("hardware", "hardware"), text_col("precision", "format"), text_col("layout", "layout"),
+            Column("replicas", "replicas", fmt_count), Column("gpus", "GPUs", fmt_count),
+            Column("output_tokens_per_s_per_gpu", "tok/s/GPU", fmt_number(0)),
+            Column("ttft_p99_s", "p99 TTFT (ms)", fmt_ms), Column("tpot_p99_s", "p99 TPOT (ms)", fmt_ms),
+            Column("power_kw", "IT power (kW)", fmt_number(1)), Column("usd_per_hour", "$/hour", fmt_usd)]
+        flat = [{k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()} for r in rows]
+        typer.echo(render_rows(flat, cols))
+    if not any(r.get("feasible") for r in rows):
+        raise NoFeasibleAnswer("no grid point has a feasible candidate (reasons above)")
+
+
+@app.command()
+def schema(out: Annotated[str | None, typer.Option("--out", help="write to a .json file")] = None) -> None:
+    """Print the JSON Schema of scenario files (for editor completion and validation)."""
+    from simulator.export import write_json
+    from simulator.scenario_files import json_schema
+
+    if out:
+        check_output_path(out, (".json",))
+        write_json(json_schema(), out)
+        return
+    print_json(json_schema())
+
+
 # --------------------------------------------------------------------------------------------- entry
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())

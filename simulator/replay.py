@@ -31,14 +31,16 @@ Blind spots (flagged per row, predicted as aggregated, non-speculative serving):
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import yaml
 
 from simulator.deployment import Deployment, Layout, MemoryPlan, make_deployment, plan_memory
-from simulator.efficiency import Efficiency, lookup_efficiency
+from simulator.efficiency import Efficiency, calibration_key, calibration_path, lookup_efficiency
 from simulator.errors import InputError
 from simulator.hardware import load_accelerator
 from simulator.iteration import BatchShape, StepModel
@@ -49,11 +51,16 @@ from simulator.simulation import run
 from simulator.workload import OfflineArrivals, PoissonArrivals, Workload, benchmark_workload
 
 TP_CHOICES = (1, 2, 4, 8)
+MAX_NUM_SEQS = 1024          # sequences one scheduler batches (make_deployment's default)
 TPOT_MARGIN = 0.85          # fast server: mean step time under this fraction of the TPOT limit (p99 headroom)
-SERVER_LOAD_CAP = 0.92      # fast server: at most this fraction of the Offline rate (queueing headroom)
+SERVER_LOAD_CAP = 1.0       # fast server: at most the Offline rate (the simulation's Server reaches it)
 MLPERF_RUN_S = 600.0        # MLPerf minimum run length: the Offline tail is amortised over it
+# Offline min_query_count (rules.md section 1; gpt-oss: its 6396-sample performance set, no count published)
+OFFLINE_MIN_SAMPLES = {"llama2-70b": 24576, "llama3.1-405b": 8313, "llama3.1-8b": 13368,
+                       "mixtral-8x7b": 15000, "deepseek-r1": 4388, "gpt-oss-120b": 6396}
 OFFLINE_MAX_REQUESTS = 6000
-SERVER_TARGET_REQUESTS = 1500
+SERVER_TARGET_REQUESTS = 3000
+SERVER_MIN_RUN_S = 120.0    # a Server replay lasts at least this long after warm-up (p99 and saturation)
 SEARCH_STEPS = 6            # bisection steps of the rate search (about 1% resolution)
 _LENGTH_SAMPLES = 20000
 
@@ -104,7 +111,7 @@ def part_keys(spec: ReplaySpec) -> list[tuple[PartKey, int]]:
     out = []
     for acc_id, count in spec.parts:
         acc = load_accelerator(acc_id)
-        domain = acc.scaleup_domain_gpus if acc.scaleup_domain_gpus > spec.gpus_per_node else spec.gpus_per_node
+        domain = max(acc.scaleup_domain_gpus, spec.gpus_per_node)
         key = PartKey(acc_id, spec.model_id, spec.precision, spec.framework_family, spec.scenario,
                       min(domain, count, max(TP_CHOICES)), min(count, 2 * max(TP_CHOICES)),
                       spec.ttft_limit_s, spec.tpot_limit_s)
@@ -134,7 +141,10 @@ def candidates(key: PartKey) -> tuple[tuple[Deployment, MemoryPlan], ...]:
         if layout.pp > 1 and any(d.layout.pp == 1 for d, _ in fits):
             break
         try:
-            dep = make_deployment(key.model_id, key.accelerator_id, key.precision, layout, framework=key.framework)
+            # each attention-DP rank schedules its own batch (its own max_num_seqs)
+            seqs = MAX_NUM_SEQS * (layout.tp if layout.attention == "dp" else 1)
+            dep = make_deployment(key.model_id, key.accelerator_id, key.precision, layout,
+                                  framework=key.framework, max_num_seqs=seqs)
         except InputError:
             continue
         plan = plan_memory(dep)
@@ -143,8 +153,9 @@ def candidates(key: PartKey) -> tuple[tuple[Deployment, MemoryPlan], ...]:
     return tuple(fits)
 
 
-def _step_shape(dep: Deployment, batch: float, lens: Lengths) -> BatchShape:
-    prefill = batch * lens.mean_input / lens.mean_output
+def _step_shape(dep: Deployment, batch: float, lens: Lengths, prefill: float | None = None) -> BatchShape:
+    if prefill is None:
+        prefill = batch * lens.mean_input / lens.mean_output
     window = dep.model.sliding_window_tokens
     pairs = prefill * lens.pairs_per_prefill_token
     return BatchShape(
@@ -161,51 +172,128 @@ def max_batch(dep: Deployment, plan: MemoryPlan, lens: Lengths) -> int:
     return max(1, int(min(kv, dep.max_num_seqs, budget)))
 
 
-def fast_replica(dep: Deployment, plan: MemoryPlan, key: PartKey, lens: Lengths) -> float:
-    """Steady-state output tokens/s of one replica (see module docstring, ``fast``)."""
+def mean_step_s(model: StepModel, dep: Deployment, batch: float, lens: Lengths) -> float:
+    """Mean step time with ``batch`` decodes and the prefill that keeps it full, as the engine packs it.
+
+    Prefill arrives one prompt at a time and fills the step's token budget: a fraction f of the steps
+    carries a chunk of u = min(max(mean prompt, mean prefill per step), budget left) tokens, the rest
+    none (long prompts make compute-bound prefill steps and memory-bound decode steps alternate).
+    """
+    per_step = batch * lens.mean_input / lens.mean_output
+    room = max(dep.max_batched_tokens - batch, 1.0)
+    chunk = min(max(lens.mean_input, per_step), room)
+    frac = min(1.0, per_step / chunk)
+    with_prefill = model.time_of(_step_shape(dep, batch, lens, chunk))
+    if frac >= 1.0:
+        return model.time_of(_step_shape(dep, batch, lens, per_step))
+    return frac * with_prefill + (1.0 - frac) * model.time_of(_step_shape(dep, batch, lens, 0.0))
+
+
+@functools.lru_cache(maxsize=4096)
+def _drain_levels(model_id: str, batch: int) -> tuple[tuple[float, float], ...]:
+    """(steps, running sequences) of the Offline drain: residual outputs of ``batch`` sequences in flight.
+
+    Sequences in flight are length-biased samples of the output distribution; each has a uniform share of
+    its output left. Steps with i sequences running = r_(i) - r_(i+1) (residuals sorted descending),
+    grouped in geometric bins of i. Fixed seed: depends only on the model and the batch.
+    """
+    rng = np.random.default_rng(batch)
+    out = benchmark_workload(model_id).sample(_LENGTH_SAMPLES, np.random.default_rng(12345))[1].astype(float)
+    picked = rng.choice(out, size=batch, p=out / out.sum())
+    residual = np.sort(picked * rng.uniform(size=batch))[::-1]
+    steps = residual - np.append(residual[1:], 0.0)
+    running = np.arange(1, batch + 1, dtype=float)
+    edges = np.unique(np.geomspace(1, batch + 1, num=min(batch, 16) + 1).astype(int))
+    levels = []
+    for lo, hi in itertools.pairwise(edges):
+        w = steps[lo - 1:hi - 1]
+        if w.sum() > 0:
+            levels.append((float(w.sum()), float(np.average(running[lo - 1:hi - 1], weights=w))))
+    return tuple(levels)
+
+
+def fast_drain_lost_s(model: StepModel, dep: Deployment, batch: int, lens: Lengths, steady: float) -> float:
+    """Offline time lost while the last batch drains (s): drain time minus its tokens at the steady rate."""
+    drain_s, tokens = 0.0, 0.0
+    for steps, running in _drain_levels(dep.model.id, batch):
+        drain_s += steps * model.time_of(_step_shape(dep, running, lens, 0.0))
+        tokens += steps * running
+    return max(0.0, drain_s - tokens / steady) if steady > 0 else 0.0
+
+
+def fast_replica(dep: Deployment, plan: MemoryPlan, key: PartKey, lens: Lengths) -> tuple[float, float]:
+    """(steady output tokens/s of one replica, Offline drain lost time in s); see module docstring."""
     model = StepModel(dep)
     b_max = max_batch(dep, plan, lens)
-    offline = b_max / model.time_of(_step_shape(dep, b_max, lens))
+    offline = b_max / mean_step_s(model, dep, b_max, lens)
     if key.scenario == "offline":
-        return offline
+        return offline, fast_drain_lost_s(model, dep, b_max, lens, offline)
     limit = TPOT_MARGIN * (key.tpot_limit_s or math.inf)
-    if model.time_of(_step_shape(dep, 1, lens)) > limit:
-        return 0.0
+    if mean_step_s(model, dep, 1, lens) > limit:
+        return 0.0, 0.0
     lo, hi = 1, b_max
     while hi - lo > 1:   # step time grows with the batch: bisect for the largest batch under the limit
         mid = (lo + hi) // 2
-        if model.time_of(_step_shape(dep, mid, lens)) <= limit:
+        if mean_step_s(model, dep, mid, lens) <= limit:
             lo = mid
         else:
             hi = mid
-    b = hi if model.time_of(_step_shape(dep, hi, lens)) <= limit else lo
-    rate = b / model.time_of(_step_shape(dep, b, lens))
-    ttft = model.prefill_time_s(int(lens.p99_input)) + model.time_of(_step_shape(dep, b, lens))
+    b = hi if mean_step_s(model, dep, hi, lens) <= limit else lo
+    step_s = mean_step_s(model, dep, b, lens)
+    ttft = model.prefill_time_s(int(lens.p99_input)) + step_s
     if key.ttft_limit_s is not None and ttft > key.ttft_limit_s:
-        return 0.0
-    return min(rate, SERVER_LOAD_CAP * offline)
+        return 0.0, 0.0
+    return min(b / step_s, SERVER_LOAD_CAP * offline), 0.0
 
 
 def _with_eff(dep: Deployment, eff: Efficiency) -> Deployment:
     return replace(dep, efficiency=eff)
 
 
-def efficiency_for(acc_id: str, family: str, framework: str, calibration: dict[str, Any] | None) -> Efficiency:
-    """Efficiency of a group from a calibration dict (None: the shipped calibration file)."""
+def _entry(calibration: dict[str, Any], key: str) -> tuple:
+    entry = calibration.get(key)
+    if not isinstance(entry, dict):
+        return ()
+    params = entry.get("params", entry)
+    return tuple(sorted((k, float(v)) for k, v in params.items() if isinstance(v, (int, float))))
+
+
+@functools.lru_cache(maxsize=8192)
+def _lookup(acc_id: str, arch: str, family: str, framework: str, arch_entry: tuple, group_entry: tuple
+            ) -> Efficiency:
+    cal: dict[str, Any] = {}
+    if arch_entry:
+        cal[f"architecture:{arch}"] = {"params": dict(arch_entry)}
+    if group_entry:
+        cal[calibration_key(acc_id, family, framework)] = {"params": dict(group_entry)}
+    return lookup_efficiency(acc_id, arch, family, framework, calibration=cal)
+
+
+def efficiency_for(acc_id: str, family: str, framework: str,
+                   calibration: dict[str, Any] | None) -> Efficiency:
+    """Efficiency of a group from a calibration dict (None: the shipped calibration file); memoised on
+    the two entries ``lookup_efficiency`` reads (``architecture:<arch>`` and the group key)."""
     acc = load_accelerator(acc_id)
-    return lookup_efficiency(acc_id, acc.architecture, family, framework, calibration=calibration)
+    if calibration is None:
+        return lookup_efficiency(acc_id, acc.architecture, family, framework)
+    arch_entry = _entry(calibration, f"architecture:{acc.architecture}")
+    group_entry = _entry(calibration, calibration_key(acc_id, family, framework))
+    return _lookup(acc_id, acc.architecture, family, framework, arch_entry, group_entry)
 
 
-def best_layout(key: PartKey, calibration: dict[str, Any] | None) -> tuple[Deployment, MemoryPlan, float] | None:
-    """(deployment with the calibrated efficiency, plan, fast tokens/s per replica) of the best layout."""
+def best_layout(key: PartKey, calibration: dict[str, Any] | None
+                ) -> tuple[Deployment, MemoryPlan, float, float] | None:
+    """(deployment with calibrated efficiency, plan, fast steady tokens/s per replica, fast drain lost s)
+    of the layout with the highest fast tokens/s per GPU (Offline: over a 600 s run including the drain)."""
     lens = lengths(key.model_id)
-    best = None
+    best, best_score = None, 0.0
     for dep, plan in candidates(key):
         eff = efficiency_for(key.accelerator_id, dep.compute_family, dep.framework, calibration)
         d = _with_eff(dep, eff)
-        tput = fast_replica(d, plan, key, lens)
-        if tput > 0 and (best is None or tput / d.layout.gpus > best[2] / best[0].layout.gpus):
-            best = (d, plan, tput)
+        steady, lost = fast_replica(d, plan, key, lens)
+        score = steady * MLPERF_RUN_S / (MLPERF_RUN_S + lost) / d.layout.gpus
+        if score > best_score:
+            best, best_score = (d, plan, steady, lost), score
     return best
 
 
@@ -226,7 +314,8 @@ def simulate_offline(dep: Deployment, plan: MemoryPlan, lens: Lengths, fast_tput
               seed=seed)
     rec = out.run.records
     finish, first = rec.finish_at_s, rec.first_token_at_s
-    t_admit = float(np.nanmax(rec.scheduled_at_s)) if rec.scheduled_at_s is not None else float(np.nanmax(first))
+    admitted = rec.scheduled_at_s if rec.scheduled_at_s is not None else first
+    t_admit = float(np.nanmax(admitted))
     t_last = float(np.nanmax(finish))
     tokens = rec.output_tokens.astype(float)
     span = np.maximum(finish - first, 1e-12)
@@ -236,14 +325,14 @@ def simulate_offline(dep: Deployment, plan: MemoryPlan, lens: Lengths, fast_tput
     steady = (float(tokens.sum()) - tail_tokens) / t_admit if t_admit > 0 else float(tokens.sum()) / t_last
     lost = max(0.0, (t_last - t_admit) - tail_tokens / steady) if steady > 0 else 0.0
     return {"steady_tokens_per_s": steady, "replay_requests": float(n), "replay_duration_s": t_last,
-            "drain_lost_s": lost, "replica_tokens_per_s": steady * MLPERF_RUN_S / (MLPERF_RUN_S + lost)}
+            "drain_lost_s": lost}
 
 
 def _server_run(dep: Deployment, key: PartKey, lens: Lengths, rate_per_s: float, seed: int,
                 requests: int) -> dict[str, Any]:
     e2e_s = lens.mean_output * (key.tpot_limit_s or 0.0) * TPOT_MARGIN
     warmup_s = max(min(0.2 * requests / rate_per_s, 30.0), 1.5 * e2e_s)
-    duration_s = warmup_s + requests / rate_per_s
+    duration_s = warmup_s + max(requests / rate_per_s, SERVER_MIN_RUN_S)
     slo = Slo(ttft_p99_s=key.ttft_limit_s or math.inf, tpot_p99_s=key.tpot_limit_s or math.inf)
     out = run(dep, Workload(arrivals=PoissonArrivals(rate_per_s=rate_per_s), benchmark=dep.model.id),
               duration_s=duration_s, seed=seed, slo=slo, warmup_s=warmup_s)
@@ -271,7 +360,7 @@ def simulate_server(dep: Deployment, key: PartKey, lens: Lengths, fast_tput: flo
                 break
             rate *= 0.8
     if ok_rate == 0.0:
-        return {"replica_tokens_per_s": 0.0, "rate_per_s": 0.0, "note": "no rate met the p99 limits"}
+        return {"steady_tokens_per_s": 0.0, "rate_per_s": 0.0, "note": "no rate met the p99 limits"}
     for _ in range(SEARCH_STEPS if bad_rate < math.inf else 0):
         mid = math.sqrt(ok_rate * bad_rate)
         res = _server_run(dep, key, lens, mid, seed, requests)
@@ -279,7 +368,7 @@ def simulate_server(dep: Deployment, key: PartKey, lens: Lengths, fast_tput: flo
             ok_rate, last_ok = mid, res
         else:
             bad_rate = mid
-    return {"replica_tokens_per_s": ok_rate * lens.mean_output, "rate_per_s": ok_rate,
+    return {"steady_tokens_per_s": ok_rate * lens.mean_output, "rate_per_s": ok_rate,
             "ttft_p99_s": last_ok["ttft_p99_s"], "tpot_p99_s": last_ok["tpot_p99_s"],
             "replay_duration_s": last_ok["duration_s"]}
 
@@ -298,17 +387,19 @@ def predict_part(key: PartKey, count: int, calibration: dict[str, Any] | None, m
     """Prediction for one part of a system: layout, replicas, tokens/s (``mode`` 'fast' or 'full')."""
     best = best_layout(key, calibration)
     if best is None:
-        return {"tokens_per_s": 0.0, "unsupported": f"no layout of {key.model_id} {key.precision} fits/meets "
-                                                    f"the limits on {key.accelerator_id} (TP <= {key.max_tp})"}
-    dep, plan, fast = best
+        why = (f"no layout of {key.model_id} {key.precision} fits and meets the limits on "
+               f"{key.accelerator_id} (TP <= {key.max_tp})")
+        return {"tokens_per_s": 0.0, "unsupported": why}
+    dep, plan, fast, fast_lost = best
     lens = lengths(key.model_id)
     replicas = count // dep.layout.gpus
-    info: dict[str, Any] = {"accelerator": key.accelerator_id, "layout": dep.layout.label(), "replicas": replicas,
-                            "fast_replica_tokens_per_s": fast, "efficiency_source": dep.efficiency.source}
+    info: dict[str, Any] = {"accelerator": key.accelerator_id, "layout": dep.layout.label(),
+                            "replicas": replicas, "fast_replica_tokens_per_s": fast,
+                            "efficiency_source": dep.efficiency.source}
     if replicas < 1:
         return {**info, "tokens_per_s": 0.0, "unsupported": "fewer GPUs than one replica needs"}
     if mode == "fast":
-        per_replica = fast
+        per_replica, lost = fast, fast_lost
     else:
         cache_key = (key, dep.layout, _efficiency_signature(dep), seed)
         if cache_key not in _FULL_CACHE:
@@ -317,24 +408,46 @@ def predict_part(key: PartKey, count: int, calibration: dict[str, Any] | None, m
             else:
                 _FULL_CACHE[cache_key] = simulate_server(dep, key, lens, fast, seed)
         info.update(_FULL_CACHE[cache_key])
-        per_replica = info["replica_tokens_per_s"]
+        per_replica, lost = info["steady_tokens_per_s"], info.get("drain_lost_s", 0.0)
     factor = 1.0
-    if key.scenario == "offline":
-        n_per_replica = per_replica * MLPERF_RUN_S / lens.mean_output
-        lost = imbalance_lost_s(replicas, lens, n_per_replica, MLPERF_RUN_S)
-        factor = MLPERF_RUN_S / (MLPERF_RUN_S + lost)
-    info["imbalance_factor"] = factor
+    if key.scenario == "offline" and per_replica > 0:
+        # MLPerf Offline: >= 600 s and >= min_query_count samples; the drain and the slowest of the
+        # statically fed replicas are amortised over that run.
+        run_s = max(MLPERF_RUN_S, OFFLINE_MIN_SAMPLES.get(key.model_id, 0) * lens.mean_output
+                    / (per_replica * replicas))
+        imbalance = imbalance_lost_s(replicas, lens, per_replica * run_s / lens.mean_output, run_s)
+        factor = run_s / (run_s + lost + imbalance)
+        info.update({"mlperf_run_s": run_s, "imbalance_lost_s": imbalance})
+    info["run_factor"] = factor
     info["tokens_per_s"] = per_replica * replicas * factor
     return info
 
 
+def model_log_factor(model_id: str, model_factors: dict[str, Any] | None) -> float:
+    """Log throughput factor of a benchmark model from a calibration's ``model_factors`` (0 if none)."""
+    entry = (model_factors or {}).get(model_id)
+    return float(entry.get("log_throughput_factor", 0.0)) if isinstance(entry, dict) else 0.0
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_model_factors() -> dict[str, Any]:
+    path = calibration_path()
+    if not path.exists():
+        return {}
+    return (yaml.safe_load(path.read_text()) or {}).get("model_factors", {}) or {}
+
+
 def predict(spec: ReplaySpec, calibration: dict[str, Any] | None = None, mode: str = "full",
-            seed: int = 0) -> dict[str, Any]:
+            seed: int = 0, model_factors: dict[str, Any] | None = None) -> dict[str, Any]:
     """Predicted output tokens/s of a replayed MLPerf row (sum over the system's parts).
 
-    Returns {"predicted": tokens/s, "parts": [...], "blind_spots": [...]} or, when no part can run the
-    model, {"unsupported": reason}. Depends only on ``spec`` (descriptive columns) and the calibration.
+    ``calibration``: the ``groups`` of a calibration document (None: the shipped file, whose model factors
+    are then used unless ``model_factors`` is given). Returns {"predicted": tokens/s, "parts": [...],
+    "blind_spots": [...], "model_log_factor"} or, when no part can run the model, {"unsupported": reason}.
+    Depends only on ``spec`` (descriptive columns) and the calibration.
     """
+    if model_factors is None and calibration is None:
+        model_factors = _shipped_model_factors()
     parts = [predict_part(key, count, calibration, mode, seed) for key, count in part_keys(spec)]
     bad = [p["unsupported"] for p in parts if p.get("unsupported")]
     if bad:
@@ -344,4 +457,6 @@ def predict(spec: ReplaySpec, calibration: dict[str, Any] | None = None, mode: s
         blind.append("speculative decoding allowed (not modelled)")
     if spec.disaggregated:
         blind.append("disaggregated prefill/decode (modelled as aggregated)")
-    return {"predicted": float(sum(p["tokens_per_s"] for p in parts)), "parts": parts, "blind_spots": blind}
+    log_factor = model_log_factor(spec.model_id, model_factors)
+    total = float(sum(p["tokens_per_s"] for p in parts)) * math.exp(log_factor)
+    return {"predicted": total, "parts": parts, "blind_spots": blind, "model_log_factor": log_factor}

@@ -1,0 +1,395 @@
+"""Fit the efficiency factors of the iteration-time model to measured MLPerf results.
+
+Parameters (per group = accelerator x GEMM compute family x framework family, key
+``efficiency.calibration_key``): ``compute_frac``, ``memory_frac``, ``step_overhead_ms``; ``network_frac``
+is pooled per vendor. They are fitted as log multipliers ``delta`` on the uncalibrated defaults
+(``efficiency.yaml``), in a hierarchy that pools sparse groups:
+
+    vendor (all its rows; delta ~ N(0, SIGMA_VENDOR^2) toward the defaults; also fits network)
+      -> architecture (``architecture:<arch>``; delta ~ N(vendor delta, SIGMA_ARCH^2))
+        -> group (delta ~ N(architecture delta, SIGMA_GROUP^2))
+
+Each level minimises sum(log residual^2) / RESIDUAL_SIGMA^2 + prior penalty (a MAP fit, so a group
+with few rows stays near its pool: shrinkage). The residual is log(measured / predicted) with the
+``replay`` fast steady-state evaluator (the same ``StepModel`` the simulation uses). Optimiser: a
+bounded Nelder-Mead written here (numpy only). Fractions are clipped to [FRAC_MIN, 1] and the overhead
+to [0, OVERHEAD_MAX_MS], so every fitted efficiency is physical.
+
+An architecture without rows inherits its vendor's multipliers (applied to its own defaults).
+
+Model factors (``model_factors``, top level, NOT efficiencies; ``use_model_factors=False`` disables): after
+the architecture level, one log throughput multiplier per benchmark model = the shrunk mean residual of its
+rows (prior N(0, SIGMA_MODEL^2)). It stands for what the iteration model misses for that model's kernels
+(MoE grouped GEMMs at small per-expert batches, MLA, attention sinks, sampling) and applies to every
+accelerator alike; a model absent from the training rows gets none. ``lookup_efficiency`` ignores it;
+``replay.predict`` applies it.
+Output (``fit``): {"groups": {key: {"params", "n_rows", "residuals", "provenance"}}, "meta": {...}} --
+the layout ``efficiency.lookup_efficiency`` reads from ``hardware_profiles/calibration.yaml``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from simulator import mlperf, replay, units
+from simulator.data import profiles_dir
+from simulator.efficiency import Efficiency, calibration_key, calibration_path, lookup_efficiency
+from simulator.errors import InputError
+from simulator.hardware import load_accelerator
+
+FRAC_MIN = 0.05
+OVERHEAD_MAX_MS = 30.0
+RESIDUAL_SIGMA = 0.15
+SIGMA_VENDOR, SIGMA_ARCH, SIGMA_GROUP = 0.5, 0.25, 0.15
+SIGMA_MODEL = 0.5           # prior spread of a per-model throughput factor (log)
+MIN_GROUP_ROWS = 4          # fewer rows: the group gets no entry of its own (its pool answers)
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+_PARAMS = ("compute_frac", "memory_frac", "step_overhead_ms")
+
+
+# ------------------------------------------------------------------------------------------ rows
+
+def fit_rows(rows: Sequence[mlperf.ResultRow]) -> list[tuple[mlperf.ResultRow, mlperf.ReplaySpec, list[str]]]:
+    """Rows usable for fitting: supported, measured > 0; each with its spec and its parts' group keys."""
+    out = []
+    for row in rows:
+        spec = mlperf.replay_spec(row)
+        if isinstance(spec, mlperf.Unsupported) or not row.measured or row.measured <= 0:
+            continue
+        keys = []
+        for key, _ in replay.part_keys(spec):
+            cands = replay.candidates(key)
+            if not cands:
+                break
+            keys.append(calibration_key(key.accelerator_id, cands[0][0].compute_family, key.framework))
+        else:
+            out.append((row, spec, keys))
+    return out
+
+
+def _vendor(acc_id: str) -> str:
+    return load_accelerator(acc_id).vendor
+
+
+def _arch(acc_id: str) -> str:
+    return load_accelerator(acc_id).architecture
+
+
+@functools.lru_cache(maxsize=1)
+def _all_architectures() -> dict[str, str]:
+    """architecture -> (vendor, a representative accelerator id) for every accelerator profile."""
+    out: dict[str, str] = {}
+    for path in sorted((profiles_dir() / "accelerators").glob("*.yaml")):
+        acc = load_accelerator(path.stem)
+        out.setdefault(acc.architecture, acc.id)
+    return out
+
+
+# ------------------------------------------------------------------------------------ parameters
+
+def _defaults(acc_id: str, family: str, framework: str) -> Efficiency:
+    acc = load_accelerator(acc_id)
+    return lookup_efficiency(acc_id, acc.architecture, family, framework, calibration={})
+
+
+def _apply(base: Efficiency, delta: np.ndarray, network_delta: float) -> dict[str, float]:
+    """Absolute, clipped parameters from log multipliers (compute, memory, overhead) and network."""
+    return {
+        "compute_frac": float(np.clip(base.compute_frac * math.exp(delta[0]), FRAC_MIN, 1.0)),
+        "memory_frac": float(np.clip(base.memory_frac * math.exp(delta[1]), FRAC_MIN, 1.0)),
+        "network_frac": float(np.clip(base.network_frac * math.exp(network_delta), FRAC_MIN, 1.0)),
+        "step_overhead_ms": float(np.clip(units.s_to_ms(base.step_overhead_s) * math.exp(delta[2]), 0.0,
+                                          OVERHEAD_MAX_MS)),
+    }
+
+
+class _State:
+    """Current multipliers of every level; builds the calibration dict replay reads."""
+
+    def __init__(self) -> None:
+        self.vendor: dict[str, np.ndarray] = {}     # (c, m, o, network)
+        self.arch: dict[str, np.ndarray] = {}       # (c, m, o)
+        self.group: dict[str, np.ndarray] = {}
+        self.model_factors: dict[str, Any] = {}
+
+    def vendor_delta(self, vendor: str) -> np.ndarray:
+        return self.vendor.get(vendor, np.zeros(4))
+
+    def arch_delta(self, arch: str, vendor: str) -> np.ndarray:
+        return self.arch.get(arch, self.vendor_delta(vendor)[:3])
+
+    def calibration(self) -> dict[str, Any]:
+        cal: dict[str, Any] = {}
+        for arch, acc_id in _all_architectures().items():
+            acc = load_accelerator(acc_id)
+            fw = "trtllm" if acc.vendor == "nvidia" else "vllm"
+            base = _defaults(acc_id, acc.supported_compute_formats[0], fw)
+            cal[f"architecture:{arch}"] = {"params": _apply(base, self.arch_delta(arch, acc.vendor),
+                                                            self.vendor_delta(acc.vendor)[3])}
+        for key, delta in self.group.items():
+            acc_id, family, fw = key.split("/")
+            base = _defaults(acc_id, family, fw)
+            cal[key] = {"params": _apply(base, delta, self.vendor_delta(_vendor(acc_id))[3])}
+        return cal
+
+
+# ------------------------------------------------------------------------------------- optimiser
+
+def nelder_mead(f: Callable[[np.ndarray], float], x0: np.ndarray, step: float = 0.15, iters: int = 80,
+                tol: float = 1e-3) -> np.ndarray:
+    """Minimise ``f`` from ``x0`` (standard reflection/expansion/contraction/shrink; unbounded)."""
+    n = len(x0)
+    simplex = [x0.astype(float)] + [x0 + step * np.eye(n)[i] for i in range(n)]
+    values = [f(x) for x in simplex]
+    for _ in range(iters):
+        order = np.argsort(values)
+        simplex, values = [simplex[i] for i in order], [values[i] for i in order]
+        if abs(values[-1] - values[0]) < tol:
+            break
+        centroid = np.mean(simplex[:-1], axis=0)
+        reflected = centroid + (centroid - simplex[-1])
+        fr = f(reflected)
+        if fr < values[0]:
+            expanded = centroid + 2.0 * (centroid - simplex[-1])
+            fe = f(expanded)
+            simplex[-1], values[-1] = (expanded, fe) if fe < fr else (reflected, fr)
+        elif fr < values[-2]:
+            simplex[-1], values[-1] = reflected, fr
+        else:
+            contracted = centroid + 0.5 * (simplex[-1] - centroid)
+            fc = f(contracted)
+            if fc < values[-1]:
+                simplex[-1], values[-1] = contracted, fc
+            else:
+                simplex = [simplex[0] + 0.5 * (x - simplex[0]) for x in simplex]
+                values = [values[0]] + [f(x) for x in simplex[1:]]
+    return simplex[int(np.argmin(values))]
+
+
+def log_residuals(items: Sequence[tuple[mlperf.ResultRow, mlperf.ReplaySpec, list[str]]],
+                  calibration: dict[str, Any], model_factors: dict[str, Any] | None = None) -> np.ndarray:
+    """log(measured / predicted) per row with the fast evaluator (a large value if nothing fits)."""
+    factors = model_factors or {}
+    cache: dict[tuple, float] = {}
+    out = []
+    for row, spec, _ in items:
+        total = 0.0
+        for key, count in replay.part_keys(spec):
+            if (key, count) not in cache:
+                part = replay.predict_part(key, count, calibration, mode="fast")
+                cache[key, count] = part.get("tokens_per_s", 0.0)
+            total += cache[key, count]
+        total *= math.exp(replay.model_log_factor(spec.model_id, factors))
+        out.append(math.log(row.measured / total) if total > 0 else 3.0)
+    return np.asarray(out)
+
+
+def _fit_level(items: list, state: _State, setter: Callable[[np.ndarray], None], x0: np.ndarray,
+               prior: np.ndarray, sigma: float) -> np.ndarray:
+    weight = (RESIDUAL_SIGMA / sigma) ** 2
+
+    def loss(x: np.ndarray) -> float:
+        setter(x)
+        r = log_residuals(items, state.calibration(), state.model_factors)
+        return float(np.sum(r * r) + weight * np.sum((x - prior) ** 2))
+
+    best = nelder_mead(loss, x0)
+    setter(best)
+    return best
+
+
+def _fit_model_factors(items: list, state: _State) -> None:
+    """Per benchmark model: shrunk mean log residual after the architecture level (see module docstring)."""
+    residuals = log_residuals(items, state.calibration(), {})
+    shrink = (RESIDUAL_SIGMA / SIGMA_MODEL) ** 2
+    by_model: dict[str, list[float]] = {}
+    for (_, spec, _), r in zip(items, residuals, strict=True):
+        by_model.setdefault(spec.model_id, []).append(float(r))
+    state.model_factors = {
+        m: {"log_throughput_factor": round(sum(rs) / (len(rs) + shrink), 4), "n_rows": len(rs)}
+        for m, rs in sorted(by_model.items())}
+
+
+def fit(rows: Sequence[mlperf.ResultRow], source: str = "", log: Callable[[str], None] | None = None,
+        use_model_factors: bool = True) -> dict:
+    """Fit the hierarchy on ``rows`` (deduplicated inside) and return the calibration document."""
+    items = fit_rows(mlperf.deduplicate(rows))
+    if not items:
+        raise InputError("no usable rows to calibrate on (need supported rows with a measured result)")
+    state = _State()
+    say = log or (lambda _msg: None)
+    by_vendor: dict[str, list] = {}
+    for it in items:
+        by_vendor.setdefault(_vendor(it[1].accelerator_id), []).append(it)
+    for vendor, its in sorted(by_vendor.items()):
+        def set_vendor(x: np.ndarray, v: str = vendor) -> None:
+            state.vendor[v] = x
+        _fit_level(its, state, set_vendor, np.zeros(4), np.zeros(4), SIGMA_VENDOR)
+        say(f"vendor {vendor}: {len(its)} rows")
+    by_arch: dict[str, list] = {}
+    for it in items:
+        by_arch.setdefault(_arch(it[1].accelerator_id), []).append(it)
+    for arch, its in sorted(by_arch.items()):
+        vendor = _vendor(its[0][1].accelerator_id)
+        prior = state.vendor_delta(vendor)[:3].copy()
+
+        def set_arch(x: np.ndarray, a: str = arch) -> None:
+            state.arch[a] = x
+        _fit_level(its, state, set_arch, prior.copy(), prior, SIGMA_ARCH)
+        say(f"architecture {arch}: {len(its)} rows")
+    if use_model_factors:
+        _fit_model_factors(items, state)
+        say(f"model factors: {state.model_factors}")
+    by_group: dict[str, list] = {}
+    for it in items:
+        for key in set(it[2]):
+            by_group.setdefault(key, []).append(it)
+    for key, its in sorted(by_group.items()):
+        if len(its) < MIN_GROUP_ROWS:
+            continue
+        acc_id = key.split("/")[0]
+        prior = state.arch_delta(_arch(acc_id), _vendor(acc_id)).copy()
+
+        def set_group(x: np.ndarray, k: str = key) -> None:
+            state.group[k] = x
+        _fit_level(its, state, set_group, prior.copy(), prior, SIGMA_GROUP)
+        say(f"group {key}: {len(its)} rows")
+    return _document(items, state, by_arch, by_group, source)
+
+
+def _residual_stats(r: np.ndarray) -> dict[str, Any]:
+    ape = units.frac_to_pct(np.abs(np.expm1(-r)))  # |pred - meas| / meas with r = log(meas / pred)
+    return {
+        "log_residual_quantiles": {f"p{round(units.frac_to_pct(q)):02d}": round(float(np.quantile(r, q)), 4)
+                                   for q in QUANTILES},
+        "log_residual_rms": round(float(np.sqrt(np.mean(r * r))), 4),
+        "median_ape_pct": round(float(np.median(ape)), 2),
+        "p90_ape_pct": round(float(np.percentile(ape, 90)), 2),
+    }
+
+
+def _document(items: list, state: _State, by_arch: dict, by_group: dict, source: str) -> dict:
+    cal = state.calibration()
+    residuals = log_residuals(items, cal, state.model_factors)
+    index = {id(it[0]): i for i, it in enumerate(items)}
+    groups: dict[str, Any] = {}
+    for key, entry in sorted(cal.items()):
+        if key.startswith("architecture:"):
+            its = by_arch.get(key.split(":", 1)[1], [])
+            level = "architecture pool" if its else "vendor pool (no rows of this architecture)"
+        else:
+            its, level = by_group[key], "group"
+        params = {k: round(v, 4) for k, v in entry["params"].items()}
+        doc: dict[str, Any] = {"params": params, "n_rows": len(its)}
+        if its:
+            doc["residuals"] = _residual_stats(residuals[[index[id(it[0])] for it in its]])
+        doc["provenance"] = {"level": level, "fitted_on": source,
+                             "models": sorted({it[1].model_id for it in its}),
+                             "versions": sorted({it[0].version for it in its})}
+        groups[key] = doc
+    return {"groups": groups, "model_factors": state.model_factors, "meta": {
+        "method": "MAP fit of log multipliers on efficiency.yaml defaults; fast steady-state evaluator "
+                  "(simulator.replay, mode='fast'); hierarchy vendor -> architecture -> group",
+        "n_rows": len(items), "residual_sigma": RESIDUAL_SIGMA,
+        "prior_sigmas": {"vendor": SIGMA_VENDOR, "architecture": SIGMA_ARCH, "group": SIGMA_GROUP},
+        "min_group_rows": MIN_GROUP_ROWS, "overall": _residual_stats(residuals)}}
+
+
+def model_factors(document: dict) -> dict[str, Any]:
+    """The ``model_factors`` mapping of a calibration document (empty when absent)."""
+    return document.get("model_factors", {}) or {}
+
+
+def calibration_dict(document: dict) -> dict[str, Any]:
+    """The ``groups`` mapping of a calibration document (what ``lookup_efficiency`` takes)."""
+    return document.get("groups", {})
+
+
+# -------------------------------------------------------------------------------------------- I/O
+
+def results_digest(path: str | Path | None) -> str:
+    """'<file name> sha256:<first 12 hex>' of a results file (the shipped one when None)."""
+    p = Path(path) if path is not None else profiles_dir() / "mlperf" / "results.csv"
+    return f"{p.name} sha256:{hashlib.sha256(p.read_bytes()).hexdigest()[:12]}"
+
+
+def write(document: dict, path: str | Path | None = None) -> Path:
+    """Write the calibration YAML (default ``hardware_profiles/calibration.yaml``); returns the path."""
+    target = Path(path) if path is not None else calibration_path()
+    header = ("# Fitted efficiency factors (written by `fleetsim calibrate --write`; do not edit by hand).\n"
+              "# Keys: <accelerator>/<compute family>/<framework> groups and architecture:<arch> pools;\n"
+              "# params are read by simulator.efficiency.lookup_efficiency.\n"
+              "# Residuals: log(measured / predicted) of the fast evaluator on the rows of each entry.\n")
+    target.write_text(header + yaml.safe_dump(document, sort_keys=False, width=110))
+    return target
+
+
+def calibrate(results: str | Path | None = None, write_to: str | Path | None = None, write_file: bool = False,
+              log: Callable[[str], None] | None = None) -> dict:
+    """CLI entry: fit on a results CSV (default the shipped one); optionally write the YAML.
+
+    Returns {"path": written path or None, "n_rows", "groups": {key: {params, n_rows, median_ape_pct}},
+    "overall": residual statistics}.
+    """
+    document = fit(mlperf.load_results(results), source=results_digest(results), log=log)
+    path = write(document, write_to) if (write_file or write_to is not None) else None
+    summary = {k: {"params": v["params"], "n_rows": v["n_rows"],
+                   "median_ape_pct": v.get("residuals", {}).get("median_ape_pct")}
+               for k, v in document["groups"].items()}
+    return {"path": str(path) if path else None, "n_rows": document["meta"]["n_rows"], "groups": summary,
+            "overall": document["meta"]["overall"], "document": document}
+
+
+# ----------------------------------------------------------------------------------- uncertainty
+
+def load_calibration(path: str | Path | None = None) -> dict:
+    """The calibration document (empty dict when the file does not exist)."""
+    p = Path(path) if path is not None else calibration_path()
+    if not p.exists():
+        return {}
+    try:
+        return yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"{p}: malformed YAML ({str(exc).splitlines()[0]})") from None
+
+
+def residual_quantile(acc_id: str, family: str, framework: str, q: float,
+                      document: dict | None = None) -> float:
+    """Log residual (log measured/predicted) at quantile ``q`` of the group, else its architecture pool.
+
+    Interpolates linearly between the stored quantiles (p05..p95; clamped outside). 0.0 without data.
+    """
+    if not 0.0 < q < 1.0:
+        raise InputError(f"quantile must lie in (0, 1), got {q}")
+    groups = (document if document is not None else load_calibration()).get("groups", {})
+    for key in (calibration_key(acc_id, family, framework), f"architecture:{_arch(acc_id)}"):
+        stats = groups.get(key, {}).get("residuals")
+        if stats and groups[key].get("n_rows", 0) >= MIN_GROUP_ROWS:
+            table = stats["log_residual_quantiles"]
+            xs = np.asarray([units.pct_to_frac(int(k[1:])) for k in table])
+            ys = np.asarray(list(table.values()), dtype=float)
+            return float(np.interp(q, xs, ys))
+    return 0.0
+
+
+def efficiency_quantiles(acc_id: str, family: str, framework: str, q: float,
+                         document: dict | None = None) -> Efficiency:
+    """Calibrated efficiency scaled by exp(residual quantile q): q=0.05 is the pessimistic p05 case.
+
+    Throughput scales roughly with efficiency, so fractions are multiplied by exp(r_q) (clipped to
+    (0, 1]) and the per-step overhead divided by it. Sizing uses q=0.05/0.95 for gpus_p95/gpus_p05.
+    """
+    doc = document if document is not None else load_calibration()
+    base = lookup_efficiency(acc_id, _arch(acc_id), family, framework, calibration=doc.get("groups", {}))
+    factor = math.exp(residual_quantile(acc_id, family, framework, q, doc))
+    scaled = base.scaled(compute_frac=factor, memory_frac=factor, network_frac=factor,
+                         step_overhead_s=1.0 / factor)
+    return scaled

@@ -1,0 +1,390 @@
+"""The pieces the planner sizes with: candidates, their packaging, analytic bounds, the simulation evaluator.
+
+A *candidate* is one (hardware, named precision, parallel layout) of a scenario. For each the planner
+needs:
+
+- :func:`rack_for` - the packaging figures (GPUs per node, nodes per rack, scale-up domain, node power,
+  price), scenario overrides first, then the hardware profile, then documented defaults.
+- :func:`analytic_bounds` - from the iteration-time model alone: the best p99 TTFT and TPOT a replica
+  can reach (one request alone: prefill of the p99 prompt; one decode step at the p99 context), a guess
+  of the highest rate one replica sustains (seeds the search) and an optimistic upper bound.
+- :class:`SimulationEvaluator` - the ``sizing.Evaluator`` that answers "does a fleet of n replicas
+  meet the SLO at this rate?" by simulating it (``simulation.run``): one replica runs for the
+  scenario's ``duration_s``, whole fleets for ``verify_duration_s`` (both scaled by ``fidelity``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import product
+from typing import Any
+
+import numpy as np
+
+from simulator.deployment import Deployment, Layout, MemoryPlan
+from simulator.errors import InputError
+from simulator.hardware import Accelerator, load_accelerator
+from simulator.iteration import BatchShape, StepModel, prefill_pairs
+from simulator.metrics import Slo
+from simulator.models import load_model
+from simulator.packaging import Packaging, package
+from simulator.scenario import FORMATS_AUTO, Scenario, WorkloadSpec
+from simulator.simulation import run
+from simulator.sizing import LoadVerdict
+
+DEFAULT_NODES_PER_RACK = 4  # ASSUMPTION: four 8-GPU servers per (air-cooled, ~40-70 kW) rack
+LENGTH_SAMPLES = 20_000  # token-length draws behind the analytic p99 bounds
+P99 = 99.0
+TPOT_GUESS_MARGIN_FRAC = 0.8  # the rate guess keeps the decode step under 80% of the TPOT limit
+RATE_HI_FACTOR = 4.0  # search upper bound = this x the optimistic capacity
+MIN_RATE_DIVISOR = 8.0  # the feasibility probe runs one replica at guess / 8
+MIN_PROBE_REQUESTS = 500  # ... with at least this many arrivals in its measurement window
+DEFAULT_WARMUP_FRAC = 0.2  # warm-up share of the minimum run length
+WARMUP_LATENCIES = 3.0  # warm-up >= this many mean request latencies (replicas fill up)
+WINDOW_LATENCIES = 8.0  # measurement window >= this many mean request latencies (shorter: seed-sensitive verdicts)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One (hardware, named precision, layout) to size."""
+
+    hardware: str
+    precision: str
+    layout: Layout
+
+    @property
+    def label(self) -> str:
+        """e.g. 'mi355x fp4 TP2'."""
+        return f"{self.hardware} {self.precision} {self.layout.label()}"
+
+
+def auto_precision(acc: Accelerator) -> str:
+    """The precision MLPerf submitters used on a generation: fp4 where the hardware has fp4 tensor cores
+    (Blackwell, CDNA4 and later), else fp8 (Hopper, CDNA3)."""
+    return "fp4" if "fp4" in acc.supported_compute_formats else "fp8"
+
+
+def enumerate_candidates(scenario: Scenario) -> list[Candidate]:
+    """Every hardware x format x layout of the scenario, in that order.
+
+    Cross-product artefacts are skipped silently: ``ep > tp * pp``, ``ep > 1`` on a dense model, and
+    layouts whose replicas-per-node is not listed in ``layouts.replicas_per_node``. Other invalid
+    layouts (tp beyond the scale-up domain, ...) stay and become infeasible rows with the reason.
+    Raises ``InputError`` when nothing is left.
+    """
+    moe = load_model(scenario.model).num_experts > 0
+    spec = scenario.layouts
+    out: list[Candidate] = []
+    for hw in scenario.hardware:
+        acc = accelerator_for(scenario, hw)
+        rack = rack_for(scenario, acc)
+        formats = [auto_precision(acc)] if scenario.formats == FORMATS_AUTO else scenario.formats
+        for fmt, tp, pp, ep, attn in product(formats, spec.tp, spec.pp, spec.ep, spec.attention):
+            if ep > tp * pp or (ep > 1 and not moe):
+                continue
+            per_replica = tp * pp
+            if spec.replicas_per_node is not None and not (
+                rack.gpus_per_node % per_replica == 0
+                and rack.gpus_per_node // per_replica in spec.replicas_per_node
+            ):
+                continue
+            out.append(Candidate(hw, fmt, Layout(tp=tp, pp=pp, ep=ep, attention=attn)))
+    if not out:
+        raise InputError(
+            f"no layout to search: layouts (tp {spec.tp}, pp {spec.pp}, ep {spec.ep}, replicas_per_node "
+            f"{spec.replicas_per_node}) leave no valid combination for {scenario.model}"
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------- packaging
+def _pick(value: Any, hardware: str) -> Any:
+    return value.get(hardware) if isinstance(value, dict) else value
+
+
+def accelerator_for(scenario: Scenario, hardware: str) -> Accelerator:
+    """The hardware profile, with the scenario's scale-up domain override applied."""
+    acc = load_accelerator(hardware)
+    domain = _pick(scenario.packaging.scale_up_domain_gpus, acc.id)
+    return (
+        acc.with_overrides(scaleup_domain_gpus=domain)
+        if domain and domain != acc.scaleup_domain_gpus
+        else acc
+    )
+
+
+@dataclass(frozen=True)
+class Rack:
+    """Packaging figures of one hardware (W, USD/GPU-hour; None where unknown or no costs asked)."""
+
+    gpus_per_node: int
+    nodes_per_rack: int
+    scale_up_domain_gpus: int
+    node_power_w: float | None
+    power_per_gpu_w: float | None
+    price_usd_per_gpu_hour: float | None
+
+
+def rack_for(scenario: Scenario, acc: Accelerator) -> Rack:
+    """Scenario packaging overrides, else the profile. Node power scales with GPUs per node when that is
+    overridden; without a node figure it is GPUs x TDP (which understates a server). Racks default to one
+    scale-up domain for rack-scale systems (NVL72: 18 trays), else ``DEFAULT_NODES_PER_RACK`` nodes."""
+    pk = scenario.packaging
+    gpn = _pick(pk.gpus_per_node, acc.id) or acc.gpus_per_node
+    domain = acc.scaleup_domain_gpus
+    npr = _pick(pk.nodes_per_rack, acc.id) or (domain // gpn if domain > gpn else DEFAULT_NODES_PER_RACK)
+    node_w = acc.node_power_w * gpn / acc.gpus_per_node if acc.node_power_w is not None else None
+    if node_w is None and acc.power_per_gpu_w is not None:
+        node_w = acc.power_per_gpu_w * gpn
+    price = None
+    if scenario.costs is not None:
+        price = _pick(scenario.costs.usd_per_gpu_hour, acc.id)
+        price = acc.price_usd_per_gpu_hour if price is None else price
+    return Rack(gpn, npr, domain, node_w, acc.power_per_gpu_w, price)
+
+
+def pack(
+    scenario: Scenario, rack: Rack, layout: Layout, replicas: int, output_tokens_per_s: float | None = None
+) -> Packaging:
+    """``packaging.package`` with the scenario's headroom, PUE and prices (power 0 when unknown)."""
+    costs = scenario.costs
+    return package(
+        replicas=replicas,
+        tp=layout.tp,
+        pp=layout.pp,
+        gpus_per_node=rack.gpus_per_node,
+        nodes_per_rack=rack.nodes_per_rack,
+        scale_up_domain_gpus=rack.scale_up_domain_gpus,
+        node_power_w=rack.node_power_w or 0.0,
+        power_per_gpu_w=rack.power_per_gpu_w or 0.0,
+        pue=costs.pue if costs else 1.0,
+        spare_nodes=scenario.headroom.spare_nodes,
+        headroom_frac=scenario.headroom.spare_frac,
+        price_usd_per_gpu_hour=rack.price_usd_per_gpu_hour,
+        usd_per_kwh=costs.usd_per_kwh if costs else None,
+        output_tokens_per_s=output_tokens_per_s,
+    )
+
+
+def max_replicas_within(scenario: Scenario, rack: Rack, layout: Layout) -> int | None:
+    """Most replicas whose provisioned fleet keeps ``packaging.max_gpus``/``max_racks`` (None: no limit)."""
+    max_gpus, max_racks = scenario.packaging.max_gpus, scenario.packaging.max_racks
+    if max_gpus is None and max_racks is None:
+        return None
+
+    def fits(n: int) -> bool:
+        p = pack(scenario, rack, layout, n)
+        return (max_gpus is None or p.gpus_provisioned <= max_gpus) and (
+            max_racks is None or p.racks <= max_racks
+        )
+
+    if not fits(1):
+        return 0
+    lo, hi = 1, 2
+    while fits(hi):
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+# --------------------------------------------------------------------------------------------- analytic
+@dataclass(frozen=True)
+class Bounds:
+    """What the iteration-time model alone says about one replica (s, tokens, requests/s).
+
+    ``best_*``: a request alone (no queueing, no batching): p99 TTFT = prefill of the p99 prompt, p99
+    TPOT = one decode step of batch 1 at the p99 mean context (input + output / 2). No load does better.
+    ``rate_guess_per_s``: decode batch kept under 80% of the TPOT limit and within KV and
+    ``max_num_seqs``, plus each request's marginal prefill cost. ``rate_hi_per_s``: 4x the same without
+    the TPOT limit (the search's upper bound). ``mean_e2e_hi_s``: mean request latency of a replica that
+    meets the SLO is at most the TTFT limit plus the mean output times the smaller of the TPOT limit and
+    the longest step (a full batch plus a full prefill chunk).
+    """
+
+    best_ttft_p99_s: float
+    best_tpot_p99_s: float
+    p99_input_tokens: int
+    p99_context_tokens: float
+    rate_guess_per_s: float
+    rate_hi_per_s: float
+    mean_e2e_hi_s: float
+
+
+def _largest_batch_within(model: StepModel, limit_b: int, context_tokens: float, step_limit_s: float) -> int:
+    if model.time_of(model.decode_shape(1, context_tokens)) > step_limit_s:
+        return 1
+    lo, hi = 1, max(limit_b, 1)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (
+            (mid, hi)
+            if model.time_of(model.decode_shape(mid, context_tokens)) <= step_limit_s
+            else (lo, mid - 1)
+        )
+    return lo
+
+
+def analytic_bounds(
+    dep: Deployment, plan: MemoryPlan, workload: WorkloadSpec, slo: Slo, rng: np.random.Generator
+) -> Bounds:
+    """See :class:`Bounds`; ``rng`` draws the token lengths behind the p99 figures."""
+    model = StepModel(dep)
+    inputs, outputs = workload.length_model().sample(LENGTH_SAMPLES, rng)
+    p99_in = int(np.percentile(inputs, P99))
+    p99_ctx = float(np.percentile(inputs + outputs / 2.0, P99))
+    mean_in, mean_out = float(inputs.mean()), float(outputs.mean())
+    ctx = mean_in + mean_out / 2.0
+    kv_batch = int(plan.kv_capacity_tokens / max(ctx, 1.0))
+    batch_cap = max(1, min(dep.max_num_seqs, kv_batch))
+    batch = _largest_batch_within(model, batch_cap, ctx, TPOT_GUESS_MARGIN_FRAC * slo.tpot_p99_s)
+
+    def rate_at(b: int) -> float:
+        decode = model.time_of(model.decode_shape(b, ctx))
+        chunk = min(mean_in, dep.max_batched_tokens)
+        mixed = model.decode_shape(b, ctx)
+        with_prefill = BatchShape(
+            prefill_tokens=chunk,
+            prefill_pairs_full=prefill_pairs(chunk, 0.0),
+            decode_seqs=mixed.decode_seqs,
+            decode_ctx_full=mixed.decode_ctx_full,
+            decode_ctx_sliding=mixed.decode_ctx_sliding,
+        )
+        prefill_cost = (model.time_of(with_prefill) - decode) * mean_in / max(chunk, 1.0)
+        return 1.0 / (mean_out * decode / b + max(prefill_cost, 0.0))
+
+    full = model.decode_shape(batch_cap, ctx)
+    chunk_max = max(dep.max_batched_tokens - batch_cap, 0)
+    longest_step_s = model.time_of(
+        BatchShape(
+            prefill_tokens=chunk_max,
+            prefill_pairs_full=prefill_pairs(chunk_max, mean_in),
+            decode_seqs=full.decode_seqs,
+            decode_ctx_full=full.decode_ctx_full,
+            decode_ctx_sliding=full.decode_ctx_sliding,
+        )
+    )
+    return Bounds(
+        best_ttft_p99_s=model.prefill_time_s(max(p99_in, 1)),
+        best_tpot_p99_s=model.time_of(model.decode_shape(1, p99_ctx)),
+        p99_input_tokens=p99_in,
+        p99_context_tokens=p99_ctx,
+        rate_guess_per_s=rate_at(batch),
+        rate_hi_per_s=RATE_HI_FACTOR * rate_at(batch_cap),
+        mean_e2e_hi_s=slo.ttft_p99_s + mean_out * min(slo.tpot_p99_s, longest_step_s),
+    )
+
+
+def min_probe_rate_per_s(bounds: Bounds, window_s: float) -> float:
+    """The light load at which one replica must meet the SLO for the candidate to be feasible at all:
+    the guess / 8, raised to give ``MIN_PROBE_REQUESTS`` arrivals in the ``window_s`` measurement window
+    (fewer make the saturation test fire on ordinary fluctuations), but at most the guess / 4."""
+    guess = bounds.rate_guess_per_s
+    return min(max(guess / MIN_RATE_DIVISOR, MIN_PROBE_REQUESTS / window_s), guess / 4.0)
+
+
+# --------------------------------------------------------------------------------------------- simulation
+RunCallback = Callable[[int, float, float], None]
+
+
+class SimulationEvaluator:
+    """``sizing.Evaluator`` backed by ``simulation.run``, every run with the scenario seed (common random
+    numbers make the verdict smoother in rate). ``on_run(num_replicas, rate_per_s, wall_s)`` hears of
+    every run.
+
+    Run lengths: MLPerf's saturation test compares arrivals and completions in the measurement window,
+    which is only meaningful once the replicas are full, so the warm-up lasts at least
+    ``WARMUP_LATENCIES`` mean request latencies (arrival to last token) and the window at least
+    ``WINDOW_LATENCIES``; ``search_duration_s`` (one replica) and ``fleet_duration_s`` (fleets, with the
+    router) are minimums. One-replica runs use ``latency_hint_s`` (an upper bound, see
+    ``Bounds.mean_e2e_hi_s``); fleet runs use ``fleet_latency_s`` = (mean, p99) when set (the planner
+    passes those measured at the highest rate one replica passed: the fleet runs each replica near that
+    rate), and their warm-up also covers the p99 latency (long requests fill the replicas last).
+    These latency multiples do not shrink with the scenario's ``fidelity`` (which scales the minimums):
+    shorter runs would make the saturation test fire on replicas still filling up.
+
+    Verdict: ``meets_slo`` is MLPerf's test (p99 TTFT and p99 TPOT within the limits, not saturated);
+    ``output_tokens_per_s`` counts the output tokens of requests arriving in the measurement window,
+    divided by the window (the carried load); ``extra`` adds the per-user decode rate (1 / mean TPOT),
+    p50 latencies, the mean latency, mean KV occupancy and preemptions.
+    """
+
+    def __init__(
+        self,
+        dep: Deployment,
+        workload: WorkloadSpec,
+        slo: Slo,
+        *,
+        router: str,
+        seed: int,
+        search_duration_s: float,
+        fleet_duration_s: float,
+        latency_hint_s: float,
+        fleet_latency_s: tuple[float, float] | None = None,
+        on_run: RunCallback | None = None,
+    ) -> None:
+        self.deployment = dep
+        self._spec = workload
+        self._slo = slo
+        self._router = router
+        self._seed = seed
+        self._search_s = search_duration_s
+        self._fleet_s = fleet_duration_s
+        self._hint_s = latency_hint_s
+        self.fleet_latency_s = fleet_latency_s
+        self._on_run = on_run
+
+    def timing(self, num_replicas: int) -> tuple[float, float]:
+        """(duration_s, warmup_s) of a run of ``num_replicas`` replicas."""
+        base = self._search_s if num_replicas == 1 else self._fleet_s
+        mean_s, tail_s = (self._hint_s, 0.0)
+        if num_replicas > 1 and self.fleet_latency_s is not None:
+            mean_s, tail_s = self.fleet_latency_s
+        warmup = max(DEFAULT_WARMUP_FRAC * base, WARMUP_LATENCIES * mean_s, tail_s)
+        return warmup + max((1.0 - DEFAULT_WARMUP_FRAC) * base, WINDOW_LATENCIES * mean_s), warmup
+
+    def evaluate(self, num_replicas: int, rate_per_s: float) -> LoadVerdict:
+        started = time.perf_counter()
+        duration_s, warmup_s = self.timing(num_replicas)
+        outcome = run(
+            self.deployment,
+            self._spec.at_rate(rate_per_s),
+            num_replicas=num_replicas,
+            duration_s=duration_s,
+            warmup_s=warmup_s,
+            router=self._router,
+            seed=self._seed,
+            slo=self._slo,
+        )
+        if self._on_run is not None:
+            self._on_run(num_replicas, rate_per_s, time.perf_counter() - started)
+        s, result = outcome.summary, outcome.run
+        rec = result.records
+        window = (rec.arrival_at_s >= result.warmup_s) & (rec.arrival_at_s < result.duration_s)
+        done = window & ~np.isnan(rec.finish_at_s)
+        carried = float(rec.output_tokens[done].sum()) / (result.duration_s - result.warmup_s)
+        tpot_mean, e2e_mean = s.tpot_s.mean.value, s.e2e_s.mean.value
+        passed = bool(s.slo_met) and not s.saturated
+        return LoadVerdict(
+            meets_slo=passed,
+            saturated=s.saturated,
+            ttft_p99_s=s.ttft_s.p99.value,
+            tpot_p99_s=s.tpot_s.p99.value,
+            output_tokens_per_s=carried,
+            utilisation_frac=s.utilisation_frac,
+            extra={
+                "output_tokens_per_s_per_user": 1.0 / tpot_mean
+                if tpot_mean > 0 and math.isfinite(tpot_mean)
+                else None,
+                "ttft_p50_s": s.ttft_s.p50.value,
+                "tpot_p50_s": s.tpot_s.p50.value,
+                "e2e_mean_s": e2e_mean, "e2e_p99_s": s.e2e_s.p99.value,
+                "kv_occupancy_mean_frac": s.kv_occupancy_mean_frac,
+                "preemptions": s.preemptions,
+                "simulated_s": duration_s,
+            },
+        )

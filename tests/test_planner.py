@@ -1,0 +1,249 @@
+"""The planner against fake evaluators whose answers are known exactly, plus a small end-to-end run."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from simulator import planner
+from simulator.candidates import analytic_bounds, enumerate_candidates
+from simulator.deployment import Deployment, plan_memory
+from simulator.errors import InputError
+from simulator.scenario import Scenario, load_scenario
+from simulator.scenario_files import load_raw, parse_grid, parse_override
+from simulator.sizing import LoadVerdict
+from simulator.units import per_hour_to_per_s, per_million
+
+SERVER = "llama2-70b-1m-mi355x-server"
+MEAN_OUT_TOKENS = 291.0
+
+
+class FakeFleet:
+    """n replicas pass iff rate <= capacity * n * pooling(n) (exactly monotone); capacity is a fixed fraction
+    of the analytic guess (so it lies inside the search's bracket), scaled by the memory efficiency."""
+
+    def __init__(self, dep: Deployment, capacity_per_s: float, pooling: float) -> None:
+        self.dep, self.capacity_per_s, self.pooling = dep, capacity_per_s, pooling
+        self.calls: list[tuple[int, float]] = []
+
+    def evaluate(self, num_replicas: int, rate_per_s: float) -> LoadVerdict:
+        self.calls.append((num_replicas, rate_per_s))
+        pooled = self.capacity_per_s * num_replicas * (self.pooling if num_replicas > 1 else 1.0)
+        load = rate_per_s / pooled
+        return LoadVerdict(
+            meets_slo=load <= 1.0, saturated=load > 1.1, ttft_p99_s=0.5 * load, tpot_p99_s=0.05 * load,
+            output_tokens_per_s=rate_per_s * MEAN_OUT_TOKENS, utilisation_frac=min(load, 1.0),
+            extra={"output_tokens_per_s_per_user": 20.0 / load, "kv_occupancy_mean_frac": 0.5},
+        )
+
+
+class Factory:
+    """``evaluator_factory`` hook: records each candidate's fake and its capacity."""
+
+    def __init__(self, guess_frac: float = 0.9, pooling: float = 1.0) -> None:
+        self.guess_frac, self.pooling = guess_frac, pooling
+        self.fakes: dict[str, FakeFleet] = {}
+
+    def capacity(self, dep: Deployment, sc: Scenario) -> float:
+        bounds = analytic_bounds(dep, plan_memory(dep), sc.workload, sc.slo.to_slo(), _rng(sc))
+        return self.guess_frac * bounds.rate_guess_per_s * dep.efficiency.memory_frac / 0.25
+
+    def __call__(self, dep: Deployment, sc: Scenario, bounds) -> FakeFleet:
+        fake = FakeFleet(dep, self.guess_frac * bounds.rate_guess_per_s * dep.efficiency.memory_frac / 0.25,
+                         self.pooling)
+        self.fakes[f"{dep.accelerator.id} {dep.precision_name} {dep.layout.label()}"] = fake
+        return fake
+
+
+def _rng(sc: Scenario):
+    import numpy as np
+
+    return np.random.default_rng(sc.simulation.seed)
+
+
+def scenario(*overrides: str) -> Scenario:
+    return load_scenario(SERVER, list(overrides))
+
+
+def exact_replicas(target_per_s: float, capacity_per_s: float) -> int:
+    n = max(1, math.floor(target_per_s / capacity_per_s))
+    while target_per_s > capacity_per_s * n:
+        n += 1
+    return n
+
+
+def test_fake_fleet_answers_are_exact_and_ranked_by_gpus():
+    sc = scenario("simulation.verify=all")
+    factory = Factory()
+    result = planner.size(sc, evaluator_factory=factory)
+    target = sc.target_rate_per_s()
+    assert len(result.rows) == 4 and all(r["feasible"] and r["verified"] for r in result.rows)
+    for row in result.rows:
+        fake = factory.fakes[f"{row['hardware']} {row['precision']} {row['layout']}"]
+        assert row["replicas"] == exact_replicas(target, fake.capacity_per_s)
+        assert row["gpus"] == row["replicas"] * row["tp"] * row["pp"]
+        assert row["nodes"] == math.ceil(row["gpus"] / 8)  # whole replicas per 8-GPU node
+        assert row["racks"] == math.ceil(row["nodes"] / 8)  # the scenario's 8 nodes per rack
+        # the one-replica search brackets the capacity within rel_tol, from below
+        assert fake.capacity_per_s / (1 + sc.simulation.rel_tol) <= row["rate_per_replica_per_s"]
+        assert row["rate_per_replica_per_s"] <= fake.capacity_per_s
+    assert [r["rank"] for r in result.rows] == [1, 2, 3, 4]
+    assert [r["gpus"] for r in result.rows] == sorted(r["gpus"] for r in result.rows)
+    assert result.best is result.rows[0]
+    payload = result.to_json()
+    for key in ("hardware", "precision", "tp", "pp", "ep", "replicas", "gpus", "nodes", "output_tokens_per_s",
+                "output_tokens_per_s_per_gpu", "ttft_p99_s", "tpot_p99_s", "power_kw", "feasible"):
+        assert key in payload["best"]
+
+
+def test_verification_moves_below_the_estimate_when_the_router_pools():
+    sc = scenario("simulation.verify=all", "layouts.tp=[1]")
+    factory = Factory(pooling=1.15)
+    row = planner.size(sc, evaluator_factory=factory).rows[0]
+    fake = next(iter(factory.fakes.values()))
+    target = sc.target_rate_per_s()
+    assert row["estimated_replicas"] >= exact_replicas(target, fake.capacity_per_s)
+    assert row["replicas"] == exact_replicas(target, fake.capacity_per_s * 1.15) < row["estimated_replicas"]
+    fleet_runs = [c for c in fake.calls if c[0] > 1]
+    assert all(rate == pytest.approx(target) for _, rate in fleet_runs)
+
+
+def test_only_competitive_candidates_get_fleet_runs():
+    sc = scenario()  # verify: competitive, margin 25%
+    factory = Factory()
+    rows = planner.size(sc, evaluator_factory=factory).rows
+    best_gpus = rows[0]["gpus"]
+    for row in rows:
+        fake = factory.fakes[f"{row['hardware']} {row['precision']} {row['layout']}"]
+        fleet_runs = [c for c in fake.calls if c[0] > 1]
+        assert row["verified"] == bool(fleet_runs)
+        if not row["verified"]:
+            assert row["gpus"] > 1.25 * best_gpus and "not verified" in row["note"]
+            assert row["replicas"] == row["estimated_replicas"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["model=llama3.1-405b", "workload.benchmark=llama3.1-405b", "formats=bf16", "hardware=h100",
+          "layouts.tp=[1]"], "does not fit on h100"),
+        (["slo.tpot_p99_ms=1"], "SLO unreachable even at batch 1: best p99 TPOT"),
+        (["slo.ttft_p99_ms=1"], "best p99 TTFT"),
+        (["layouts.tp=[16]"], "exceeds the mi355x scale-up domain of 8 GPUs"),
+    ],
+)
+def test_candidates_that_cannot_work_keep_their_reason(overrides, needle):
+    result = planner.size(scenario(*overrides), evaluator_factory=Factory())
+    assert result.best is None
+    assert all(not r["feasible"] and needle in r["reason"] for r in result.rows), result.rows[0]["reason"]
+    assert all(r["rank"] is None for r in result.rows)
+
+
+def test_a_target_beyond_the_packaging_limits_is_bad_input():
+    with pytest.raises(InputError, match=r"impossible within packaging.max_gpus=16"):
+        planner.size(scenario("packaging.max_gpus=16"), evaluator_factory=Factory())
+    with pytest.raises(InputError, match=r"packaging.max_racks=1"):
+        planner.size(scenario("packaging.max_racks=1", "layouts.tp=[8]"), evaluator_factory=Factory())
+    lenient = planner.size(scenario("packaging.max_gpus=16"), evaluator_factory=Factory(), strict_limits=False)
+    assert all(not r["feasible"] and "packaging.max_gpus=16" in r["reason"] for r in lenient.rows)
+    # a limit the answer fits in changes nothing
+    free = planner.size(scenario("layouts.tp=[1]"), evaluator_factory=Factory()).best
+    capped = planner.size(scenario("layouts.tp=[1]", f"packaging.max_gpus={free['gpus'] + 8}"),
+                          evaluator_factory=Factory()).best
+    assert capped["gpus"] == free["gpus"]
+
+
+def test_costs_rank_by_dollars_and_price_the_tokens():
+    sc = scenario("hardware=mi355x,h200", "formats=auto", "layouts.tp=[1,8]", "costs.usd_per_kwh=0.08",
+                  "costs.pue=1.3", "headroom.spare_frac=0.1", "simulation.verify=all")
+    rows = planner.size(sc, evaluator_factory=Factory()).rows
+    feasible = [r for r in rows if r["feasible"]]
+    assert [r["usd_per_hour"] for r in feasible] == sorted(r["usd_per_hour"] for r in feasible)
+    for r in feasible:
+        assert r["spare_nodes"] == math.ceil(0.1 * (r["nodes"] - r["spare_nodes"]))
+        assert r["facility_power_kw"] == pytest.approx(1.3 * r["power_kw"])
+        assert r["usd_per_million_output_tokens"] == pytest.approx(
+            per_million(per_hour_to_per_s(r["usd_per_hour"]) / r["output_tokens_per_s"]))
+        assert r["energy_usd_per_hour"] == pytest.approx(r["facility_power_kw"] * 0.08)
+
+
+def test_efficiency_variants_resize_each_candidate():
+    def variants(dep: Deployment):
+        eff = dep.efficiency
+        return {"p05": eff.scaled(memory_frac=0.8), "p95": eff.scaled(memory_frac=1.2)}
+
+    rows = planner.size(scenario("layouts.tp=[1,8]"), evaluator_factory=Factory(),
+                        efficiency_variants=variants).rows
+    for r in rows:
+        assert r["gpus_p05"] >= r["gpus"] >= r["gpus_p95"]
+        assert r["gpus_p05"] > r["gpus_p95"]
+
+
+def test_compare_divides_by_the_baseline():
+    result = planner.compare(scenario("layouts.tp=[1,2]"), hardware=["mi355x", "h200"], baseline="h200",
+                             evaluator_factory=Factory())
+    rows = {r["hardware"]: r for r in result.rows}
+    assert result.baseline == "h200" and set(rows) == {"mi355x", "h200"}
+    assert rows["h200"]["uplift_vs_baseline"] == pytest.approx(1.0)
+    assert rows["h200"]["gpus_ratio_vs_baseline"] == pytest.approx(1.0)
+    assert rows["h200"]["precision"] == "fp8" and rows["mi355x"]["precision"] == "fp4"  # formats: auto
+    m, h = rows["mi355x"], rows["h200"]
+    assert m["uplift_vs_baseline"] == pytest.approx(m["output_tokens_per_s_per_gpu"] / h["output_tokens_per_s_per_gpu"])
+    assert m["gpus_ratio_vs_baseline"] == pytest.approx(m["gpus"] / h["gpus"])
+    assert all(r["verified"] for r in result.rows)  # every generation's best gets fleet runs
+    with pytest.raises(InputError, match="unknown baseline hardware 'b200'"):
+        planner.compare(scenario(), hardware=["mi355x"], baseline="b200", evaluator_factory=Factory())
+
+
+def test_sweep_writes_one_row_per_grid_point():
+    raw, path = load_raw(SERVER)
+    grid = [parse_grid("target.output_tokens_per_s=5e5,1e6"), parse_grid("slo.tpot_p99_ms=100,200")]
+    rows = planner.sweep(raw, grid, overrides=[parse_override("layouts.tp=[1]")], where=str(path),
+                         evaluator_factory=Factory())
+    assert len(rows) == 4
+    assert [(r["target.output_tokens_per_s"], r["slo.tpot_p99_ms"]) for r in rows] == [
+        ("5e5", 100), ("5e5", 200), ("1e6", 100), ("1e6", 200)]
+    assert rows[2]["replicas"] >= 2 * rows[0]["replicas"] - 1
+    with pytest.raises(InputError, match="slo.tpot_p99_ms"):
+        planner.sweep(raw, [parse_grid("slo.tpot_p99_ms=-1,40")], evaluator_factory=Factory())
+
+
+def test_the_frontier_keeps_the_upper_right_points():
+    points = [(10, 100), (20, 90), (15, 80), (30, 50), (25, 40), (5, 120)]
+    assert planner.frontier(points) == [(5, 120), (10, 100), (20, 90), (30, 50)]
+
+
+def test_candidates_enumerate_the_cross_product_without_artefacts():
+    sc = load_scenario("gpt-oss-120b-1m-mi355x", ["layouts.tp=[1,2,8]", "layouts.ep=[1,2,8]"])
+    labels = [c.label for c in enumerate_candidates(sc)]
+    assert labels == ["mi355x fp4 TP1", "mi355x fp4 TP2", "mi355x fp4 TP2 EP2", "mi355x fp4 TP8",
+                      "mi355x fp4 TP8 EP2", "mi355x fp4 TP8 EP8"]
+    dense = load_scenario(SERVER, ["layouts.ep=[1,8]", "layouts.replicas_per_node=[8,1]"])
+    assert [c.label for c in enumerate_candidates(dense)] == ["mi355x fp4 TP1", "mi355x fp4 TP8"]
+    with pytest.raises(InputError, match="no layout to search"):
+        enumerate_candidates(load_scenario(SERVER, ["layouts.ep=[8]"]))
+
+
+# --------------------------------------------------------------------------------------------- end to end
+SMALL = ["model=llama3.1-8b", "workload.benchmark=llama3.1-8b", "slo.preset=mlperf-server", "hardware=h100",
+         "formats=fp8", "layouts.tp=[1]", "target.output_tokens_per_s=3e5", "simulation.fidelity=0.1",
+         "simulation.workers=1"]
+
+
+@pytest.mark.slow
+def test_end_to_end_small_scenario_is_feasible_reproducible_and_seed_stable():
+    started = time.perf_counter()
+    a = planner.size(load_scenario(SERVER, SMALL))
+    b = planner.size(load_scenario(SERVER, SMALL))
+    c = planner.size(load_scenario(SERVER, [*SMALL, "simulation.seed=1"]))
+    assert a.best is not None and a.best["verified"]
+    assert a.rows == b.rows  # same scenario and seed: the same answer, to the last digit
+    best = a.best
+    assert best["ttft_p99_s"] <= 2.0 and best["tpot_p99_s"] <= 0.1
+    assert best["output_tokens_per_s"] == pytest.approx(3e5, rel=0.1)
+    # one replica fewer failed the fleet check, so the answer is no larger than the estimate allows
+    assert best["replicas"] <= math.ceil(1.03 * best["estimated_replicas"]) + 1
+    assert abs(c.best["replicas"] - best["replicas"]) <= max(1, 0.02 * best["replicas"])
+    assert time.perf_counter() - started < 60

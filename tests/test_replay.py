@@ -1,0 +1,129 @@
+"""Replay of MLPerf rows: layouts, fast and full predictions, independence from measured columns, CV folds."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from simulator import calibration, mlperf, replay, validation
+from simulator.data import profiles_dir
+
+SHIPPED = profiles_dir() / "mlperf" / "results.csv"
+SMALL_SYSTEM = "Dell PowerEdge XE8640 (1xH100-SXM-80GB, vLLM)"   # 1x H100 llama3.1-8b Offline + Server
+
+
+def _raw() -> tuple[list[str], list[dict[str, str]]]:
+    with SHIPPED.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _write(path: Path, header: list[str], rows: list[dict[str, str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _row(system: str, scenario: str) -> mlperf.ResultRow:
+    rows = mlperf.deduplicate(mlperf.load_results())
+    return next(r for r in rows if r.system_name == system and r.scenario == scenario)
+
+
+def test_offline_replay_of_a_tiny_config_runs_and_is_positive() -> None:
+    spec = mlperf.replay_spec(_row(SMALL_SYSTEM, "Offline"))
+    assert not isinstance(spec, mlperf.Unsupported)
+    full = replay.predict(spec, calibration={}, mode="full")
+    fast = replay.predict(spec, calibration={}, mode="fast")
+    assert full["predicted"] > 0 and fast["predicted"] > 0
+    # the simulation and the steady-state evaluator price the same steps: they agree within 25%
+    assert 0.75 < full["predicted"] / fast["predicted"] < 1.25
+    part = full["parts"][0]
+    assert part["layout"] == "TP1" and part["replicas"] == 1
+    assert part["drain_lost_s"] >= 0 and part["replay_duration_s"] > 0
+
+
+def test_layouts_fit_in_memory_and_respect_the_node() -> None:
+    key = replay.PartKey("h100", "llama3.1-405b", "fp8", "trtllm", "offline", 8, 8, None, None)
+    cands = replay.candidates(key)
+    assert cands and all(plan.fits for _, plan in cands)
+    assert all(dep.layout.tp * dep.layout.pp <= 8 and dep.layout.tp <= 8 for dep, _ in cands)
+    assert all(dep.layout.tp >= 4 for dep, _ in cands)  # 405 GB of fp8 weights need >= 4 H100s
+
+
+def test_server_prediction_never_exceeds_the_steady_offline_rate() -> None:
+    off = replay.PartKey("h200", "llama2-70b", "fp8", "trtllm", "offline", 8, 8, None, None)
+    offline = replay.predict_part(off, 8, {}, "fast")
+    steady = offline["fast_replica_tokens_per_s"] * offline["replicas"]
+    assert 0 < offline["run_factor"] <= 1 and offline["tokens_per_s"] <= steady
+    for scenario, limits in (("server", (2.0, 0.2)), ("interactive", (0.45, 0.04))):
+        key = replay.PartKey("h200", "llama2-70b", "fp8", "trtllm", scenario, 8, 8, *limits)
+        # per GPU: a server replica never beats the best steady offline replica
+        part = replay.predict_part(key, 8, {}, "fast")
+        assert part["tokens_per_s"] / 8 <= steady / 8 * 1.0001
+
+
+def test_prediction_does_not_change_when_measured_columns_change(tmp_path: Path) -> None:
+    header, rows = _raw()
+    picked = [r for r in rows if r["system_name"] == SMALL_SYSTEM]
+    assert len(picked) == 2
+    base = validation.validate(_write(tmp_path / "a.csv", header, picked), mode="fast")
+    altered = []
+    for r in picked:
+        r = dict(r)
+        for column in mlperf.MEASURED_COLUMNS:
+            if column in r:
+                r[column] = "123.5" if column != "result_unit" else "bogus"
+        altered.append(r)
+    changed = validation.validate(_write(tmp_path / "b.csv", header, altered), mode="fast")
+    stripped_header = [c for c in header if c not in mlperf.MEASURED_COLUMNS]
+    stripped = [{k: v for k, v in r.items() if k in stripped_header} for r in picked]
+    removed = validation.validate(_write(tmp_path / "c.csv", stripped_header, stripped), mode="fast")
+    preds = [[r["predicted"] for r in res["rows"]] for res in (base, changed, removed)]
+    assert preds[0] == preds[1] == preds[2]
+    assert all("unsupported" in r for r in removed["rows"])  # no measured value: listed, not scored
+    # the full simulation is invariant too (one row keeps this fast)
+    one = [r for r in picked if r["scenario"] == "Offline"]
+    one_altered = [r for r in altered if r["scenario"] == "Offline"]
+    full_a = validation.validate(_write(tmp_path / "d.csv", header, one))["rows"][0]["predicted"]
+    full_b = validation.validate(_write(tmp_path / "e.csv", header, one_altered))["rows"][0]["predicted"]
+    assert full_a == full_b
+
+
+def test_unsupported_rows_are_listed_with_a_reason(tmp_path: Path) -> None:
+    header, rows = _raw()
+    picked = [r for r in rows if r["accelerator"] in ("L40S", "GH200")][:3]
+    picked += [r for r in rows if r["system_name"] == SMALL_SYSTEM][:1]
+    res = validation.validate(_write(tmp_path / "u.csv", header, picked), mode="fast")
+    assert len(res["rows"]) == len(picked)
+    assert sum(1 for r in res["rows"] if r.get("unsupported")) == len(picked) - 1
+    assert res["summary"]["coverage"] == pytest.approx(1 / len(picked))
+    for r in res["rows"]:
+        assert {"version", "submitter", "system_name", "accelerator", "total_accelerators", "benchmark",
+                "scenario"} <= r.keys()
+
+
+def test_cv_never_trains_on_the_held_out_fold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    header, rows = _raw()
+    picked = [r for r in rows if r["accelerator"] == "H100" and r["benchmark"].startswith("llama3.1-8b")]
+    picked += [r for r in rows if r["accelerator"] == "H100" and r["benchmark"].startswith("mixtral")][:6]
+    path = _write(tmp_path / "cv.csv", header, picked)
+    seen: list[set[tuple]] = []
+
+    def fake_fit(train_rows, source="", log=None, use_model_factors=True):  # record what each fold trains on; no real fit
+        seen.append({(r.version, r.system_name, r.benchmark, r.scenario) for r in train_rows})
+        return {"groups": {}}
+
+    monkeypatch.setattr(calibration, "fit", fake_fit)
+    for cv in ("version", "system"):
+        seen.clear()
+        res = validation.validate(path, cv=cv, mode="fast")
+        folds = res["folds"]
+        assert len(folds) == len(seen) > 0
+        for fold, train in zip(folds, seen, strict=True):
+            held = {(r["version"], r["system_name"], r["benchmark"], r["scenario"])
+                    for r in res["rows"] if r.get("fold") == fold["held_out"]}
+            assert held and not (held & train)
