@@ -12,6 +12,7 @@ fit `fleetsim calibrate` writes); the out-of-sample sections refit per fold.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from simulator import calibration, mlperf, replay, validation
+from simulator import calibration, mlperf, replay, units, validation
 
 MODELS = ("llama2-70b", "llama3.1-8b", "llama3.1-405b", "mixtral-8x7b", "gpt-oss-120b", "deepseek-r1")
 SCENARIOS = ("offline", "server", "interactive")
@@ -36,23 +37,31 @@ def _fmt(x: Any, digits: int = 1) -> str:
 
 
 def _summary_table(summary: dict[str, Any], title: str) -> list[str]:
-    lines = [f"| {title} | rows | predicted | coverage | median APE % | mean APE % | p90 APE % |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"| {title} | rows | predicted | coverage | median APE % | mean APE % | p90 APE % |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     o = summary["overall"]
-    lines.append(f"| **all** | {o['n']} | {o['n_predicted']} | {o['coverage']:.1%} | "
-                 f"{_fmt(o['median_ape_pct'])} | {_fmt(o['mean_ape_pct'])} | {_fmt(o['p90_ape_pct'])} |")
+    lines.append(
+        f"| **all** | {o['n']} | {o['n_predicted']} | {o['coverage']:.1%} | "
+        f"{_fmt(o['median_ape_pct'])} | {_fmt(o['mean_ape_pct'])} | {_fmt(o['p90_ape_pct'])} |"
+    )
     ex = summary.get("excluding_blind_spots") or {}
     if ex:
-        lines.append(f"| all except blind spots | {ex['n']} | {ex['n_predicted']} | {ex['coverage']:.1%} | "
-                     f"{_fmt(ex['median_ape_pct'])} | {_fmt(ex['mean_ape_pct'])} | "
-                     f"{_fmt(ex['p90_ape_pct'])} |")
+        lines.append(
+            f"| all except blind spots | {ex['n']} | {ex['n_predicted']} | {ex['coverage']:.1%} | "
+            f"{_fmt(ex['median_ape_pct'])} | {_fmt(ex['mean_ape_pct'])} | "
+            f"{_fmt(ex['p90_ape_pct'])} |"
+        )
     for label in ("by_model", "by_scenario", "by_accelerator"):
         for key, s in summary[label].items():
             if s["n_predicted"] == 0 and label != "by_accelerator":
                 continue
-            lines.append(f"| {label[3:]}: {key} | {s['n']} | {s['n_predicted']} | {s['coverage']:.1%} | "
-                         f"{_fmt(s['median_ape_pct'])} | {_fmt(s['mean_ape_pct'])} | "
-                         f"{_fmt(s['p90_ape_pct'])} |")
+            lines.append(
+                f"| {label[3:]}: {key} | {s['n']} | {s['n_predicted']} | {s['coverage']:.1%} | "
+                f"{_fmt(s['median_ape_pct'])} | {_fmt(s['mean_ape_pct'])} | "
+                f"{_fmt(s['p90_ape_pct'])} |"
+            )
     return lines
 
 
@@ -69,9 +78,15 @@ def _profiled(name: str) -> bool:
 
 
 def _per_gpu(rows: list[dict[str, Any]], acc: str, scenario: str, key: str) -> float | None:
-    vals = [r[key] / r["total_accelerators"] for r in rows
-            if r.get("accelerator") == acc and r.get("model") == "llama2-70b"
-            and r["scenario"].lower() == scenario and isinstance(r.get(key), (int, float)) and "ape_pct" in r]
+    vals = [
+        r[key] / r["total_accelerators"]
+        for r in rows
+        if r.get("accelerator") == acc
+        and r.get("model") == "llama2-70b"
+        and r["scenario"].lower() == scenario
+        and isinstance(r.get(key), (int, float))
+        and "ape_pct" in r
+    ]
     return statistics.median(vals) if vals else None
 
 
@@ -81,67 +96,101 @@ def ratio(x: float | None, y: float | None) -> float | None:
 
 
 def _comparison(results: dict[str, dict[str, Any]]) -> list[str]:
-    lines = ["| pair | scenario | measured ratio | predicted ratio (in-sample) | "
-             "predicted ratio (CV version) | measured tok/s/GPU (a / b) |", "|---|---|---:|---:|---:|---|"]
+    lines = [
+        "| pair | scenario | measured ratio | predicted ratio (in-sample) | "
+        "predicted ratio (CV version) | measured tok/s/GPU (a / b) |",
+        "|---|---|---:|---:|---:|---|",
+    ]
     for a, b in (("MI355X", "MI325X"), ("MI355X", "B200")):
         for sc in SCENARIOS:
             ma, mb = (_per_gpu(results["in"]["rows"], x, sc, "measured") for x in (a, b))
             pa, pb = (_per_gpu(results["in"]["rows"], x, sc, "predicted") for x in (a, b))
             ca, cb = (_per_gpu(results["version"]["rows"], x, sc, "predicted") for x in (a, b))
-            lines.append(f"| {a} / {b} | {sc} | {_fmt(ratio(ma, mb), 2)} | {_fmt(ratio(pa, pb), 2)} | "
-                         f"{_fmt(ratio(ca, cb), 2)} | {_fmt(ma, 0)} / {_fmt(mb, 0)} |")
+            lines.append(
+                f"| {a} / {b} | {sc} | {_fmt(ratio(ma, mb), 2)} | {_fmt(ratio(pa, pb), 2)} | "
+                f"{_fmt(ratio(ca, cb), 2)} | {_fmt(ma, 0)} / {_fmt(mb, 0)} |"
+            )
     lines.append("")
-    lines.append("Per-GPU figures are medians over the deduplicated llama2-70b rows of each accelerator and "
-                 "scenario (all rounds); `n/a` where the data has no such row.")
+    lines.append(
+        "Per-GPU figures are medians over the deduplicated llama2-70b rows of each accelerator and "
+        "scenario (all rounds); `n/a` where the data has no such row."
+    )
     return lines
 
 
 def _scaling(rows: list[mlperf.ResultRow], doc: dict[str, Any]) -> list[str]:
     cal, factors = doc["groups"], doc.get("model_factors", {})
-    lines = ["| system | version | benchmark | scenario | GPUs (nodes x per node) | measured tok/s | "
-             "measured 1-node ref | measured scaling | predicted scaling | predicted tok/s |",
-             "|---|---|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| system | version | benchmark | scenario | GPUs (nodes x per node) | measured tok/s | "
+        "measured 1-node ref | measured scaling | predicted scaling | predicted tok/s |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|",
+    ]
     specs = [(r, mlperf.replay_spec(r)) for r in rows]
     for r, s in specs:
         if isinstance(s, mlperf.Unsupported) or s.nodes <= 1 or not r.measured:
             continue
-        one_node = [x.measured for x, t in specs if not isinstance(t, mlperf.Unsupported) and x.measured
-                    and t.nodes == 1 and t.total_gpus == s.gpus_per_node
-                    and t.accelerator_id == s.accelerator_id and t.model_id == s.model_id
-                    and t.scenario == s.scenario and x.version == r.version and len(t.parts) == 1]
+        one_node = [
+            x.measured
+            for x, t in specs
+            if not isinstance(t, mlperf.Unsupported)
+            and x.measured
+            and t.nodes == 1
+            and t.total_gpus == s.gpus_per_node
+            and t.accelerator_id == s.accelerator_id
+            and t.model_id == s.model_id
+            and t.scenario == s.scenario
+            and x.version == r.version
+            and len(t.parts) == 1
+        ]
         if not one_node:  # any round
-            one_node = [x.measured for x, t in specs if not isinstance(t, mlperf.Unsupported) and x.measured
-                        and t.nodes == 1 and t.total_gpus == s.gpus_per_node
-                        and t.accelerator_id == s.accelerator_id and t.model_id == s.model_id
-                        and t.scenario == s.scenario and len(t.parts) == 1]
+            one_node = [
+                x.measured
+                for x, t in specs
+                if not isinstance(t, mlperf.Unsupported)
+                and x.measured
+                and t.nodes == 1
+                and t.total_gpus == s.gpus_per_node
+                and t.accelerator_id == s.accelerator_id
+                and t.model_id == s.model_id
+                and t.scenario == s.scenario
+                and len(t.parts) == 1
+            ]
         ref = statistics.median(one_node) if one_node else None
         measured = r.measured / (s.nodes * ref) if ref else None
         pred_sys = replay.predict(s, calibration=cal, model_factors=factors)
-        single = replace(s, total_gpus=s.gpus_per_node, nodes=1,
-                         parts=((s.accelerator_id, s.gpus_per_node),))
+        single = replace(s, total_gpus=s.gpus_per_node, nodes=1, parts=((s.accelerator_id, s.gpus_per_node),))
         pred_one = replay.predict(single, calibration=cal, model_factors=factors)
         ok = "predicted" in pred_sys and "predicted" in pred_one and pred_one["predicted"] > 0
         scaling = pred_sys["predicted"] / (s.nodes * pred_one["predicted"]) if ok else None
         kind = " (NVL72 rack: trays)" if s.accelerator_id in ("gb200-nvl72", "gb300-nvl72") else ""
-        lines.append(f"| {mlperf.system_key(r)[:60]} | {r.version} | {s.model_id} | {s.scenario} | "
-                     f"{s.total_gpus} ({s.nodes} x {s.gpus_per_node}){kind} | {_fmt(r.measured, 0)} | "
-                     f"{_fmt(ref, 0)} | {_fmt(measured, 3)} | {_fmt(scaling, 3)} | "
-                     f"{_fmt(pred_sys.get('predicted'), 0)} |")
+        lines.append(
+            f"| {mlperf.system_key(r)[:60]} | {r.version} | {s.model_id} | {s.scenario} | "
+            f"{s.total_gpus} ({s.nodes} x {s.gpus_per_node}){kind} | {_fmt(r.measured, 0)} | "
+            f"{_fmt(ref, 0)} | {_fmt(measured, 3)} | {_fmt(scaling, 3)} | "
+            f"{_fmt(pred_sys.get('predicted'), 0)} |"
+        )
     lines.append("")
-    lines.append("Scaling efficiency = N-node throughput / (N x one-node throughput). Measured one-node "
-                 "reference: median of single-node results with the same accelerator, GPUs per node, benchmark "
-                 "and scenario in the same round (else any round). Predicted: the same system replayed with N "
-                 "nodes and with one node (in-sample calibration). Mixed systems compare against the node of "
-                 "their main part.")
+    lines.append(
+        "Scaling efficiency = N-node throughput / (N x one-node throughput). Measured one-node "
+        "reference: median of single-node results with the same accelerator, GPUs per node, benchmark "
+        "and scenario in the same round (else any round). Predicted: the same system replayed with N "
+        "nodes and with one node (in-sample calibration). Mixed systems compare against the node of "
+        "their main part."
+    )
     return lines
 
 
 def _stability(cal: dict[str, Any]) -> list[str]:
-    lines = ["| configuration | requests per replay | replay length (s) | rate found (req/s per replica) | "
-             "p99 TTFT (s) | p99 TPOT (s) |", "|---|---:|---:|---:|---:|---:|"]
-    cases = [("h200", "llama2-70b", "fp8", "trtllm", "server", 2.0, 0.2),
-             ("mi355x", "llama2-70b", "fp4", "vllm", "interactive", 0.45, 0.04),
-             ("b200", "deepseek-r1", "fp4", "trtllm", "server", 2.0, 0.08)]
+    lines = [
+        "| configuration | requests per replay | replay length (s) | rate found (req/s per replica) | "
+        "p99 TTFT (s) | p99 TPOT (s) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    cases = [
+        ("h200", "llama2-70b", "fp8", "trtllm", "server", 2.0, 0.2),
+        ("mi355x", "llama2-70b", "fp4", "vllm", "interactive", 0.45, 0.04),
+        ("b200", "deepseek-r1", "fp4", "trtllm", "server", 2.0, 0.08),
+    ]
     for acc, model, prec, fw, sc, ttft, tpot in cases:
         key = replay.PartKey(acc, model, prec, fw, sc, 8, 8, ttft, tpot)
         best = replay.best_layout(key, cal)
@@ -149,36 +198,54 @@ def _stability(cal: dict[str, Any]) -> list[str]:
             continue
         dep, _, fast, _ = best
         lens = replay.lengths(model)
+        rates = []
         for n in (1500, 3000, 6000):
             res = replay.simulate_server(dep, key, lens, fast, requests=n)
-            lines.append(f"| {acc} {model} {sc} {dep.layout.label()} | {n} | "
-                         f"{_fmt(res.get('replay_duration_s'), 0)} | "
-                         f"{_fmt(res.get('rate_per_s'), 3)} | {_fmt(res.get('ttft_p99_s'), 3)} | "
-                         f"{_fmt(res.get('tpot_p99_s'), 4)} |")
+            rates.append(res.get("rate_per_s") or 0.0)
+            lines.append(
+                f"| {acc} {model} {sc} {dep.layout.label()} | {n} | "
+                f"{_fmt(res.get('replay_duration_s'), 0)} | "
+                f"{_fmt(res.get('rate_per_s'), 3)} | {_fmt(res.get('ttft_p99_s'), 3)} | "
+                f"{_fmt(res.get('tpot_p99_s'), 4)} |"
+            )
+        spread = (max(rates) - min(rates)) / statistics.median(rates) if min(rates) > 0 else float("nan")
+        lines.append(
+            f"| ↳ spread of the rate found across lengths | | | {_fmt(units.frac_to_pct(spread))} % "
+            f"({'stable' if spread < 0.05 else 'NOT stable: the default replay is too short'}) | | |"
+        )
     return lines
 
 
 def _params_table(doc: dict[str, Any]) -> list[str]:
-    lines = ["| key | level | rows | compute_frac | memory_frac | network_frac | step_overhead_ms | "
-             "median APE % (fit) | log-residual p05 / p95 |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| key | level | rows | compute_frac | memory_frac | network_frac | step_overhead_ms | "
+        "median APE % (fit) | log-residual p05 / p95 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for key, g in doc["groups"].items():
         p = g["params"]
         res = g.get("residuals", {})
         q = res.get("log_residual_quantiles", {})
-        lines.append(f"| {key} | {g['provenance']['level']} | {g['n_rows']} | {p['compute_frac']:.3f} | "
-                     f"{p['memory_frac']:.3f} | {p['network_frac']:.3f} | {p['step_overhead_ms']:.2f} | "
-                     f"{_fmt(res.get('median_ape_pct'))} | {_fmt(q.get('p05'), 3)} / {_fmt(q.get('p95'), 3)} |")
+        lines.append(
+            f"| {key} | {g['provenance']['level']} | {g['n_rows']} | {p['compute_frac']:.3f} | "
+            f"{p['memory_frac']:.3f} | {p['network_frac']:.3f} | {p['step_overhead_ms']:.2f} | "
+            f"{_fmt(res.get('median_ape_pct'))} | {_fmt(q.get('p05'), 3)} / {_fmt(q.get('p95'), 3)} |"
+        )
     return lines
 
 
 def _blind(result: dict[str, Any]) -> list[str]:
-    lines = ["| version | system | benchmark | scenario | measured | predicted | APE % | blind spot |",
-             "|---|---|---|---|---:|---:|---:|---|"]
+    lines = [
+        "| version | system | benchmark | scenario | measured | predicted | APE % | blind spot |",
+        "|---|---|---|---|---:|---:|---:|---|",
+    ]
     for r in result["rows"]:
         if r.get("blind_spots") and "ape_pct" in r:
-            lines.append(f"| {r['version']} | {r['submitter']} / {r['system_name'][:45]} | {r['benchmark']} | "
-                         f"{r['scenario']} | {_fmt(r['measured'], 0)} | {_fmt(r['predicted'], 0)} | "
-                         f"{_fmt(r['ape_pct'])} | {'; '.join(r['blind_spots'])} |")
+            lines.append(
+                f"| {r['version']} | {r['submitter']} / {r['system_name'][:45]} | {r['benchmark']} | "
+                f"{r['scenario']} | {_fmt(r['measured'], 0)} | {_fmt(r['predicted'], 0)} | "
+                f"{_fmt(r['ape_pct'])} | {'; '.join(r['blind_spots'])} |"
+            )
     return lines
 
 
@@ -187,7 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--cv-system-mode", choices=("fast", "full"), default="fast")
     parser.add_argument("--skip-cv-system", action="store_true")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "docs" / "validation.md"))
+    parser.add_argument("--json-out", default=None, help="also save all validation results as JSON here")
+    parser.add_argument(
+        "--out", default=str(Path(__file__).resolve().parent.parent / "docs" / "validation.md")
+    )
     args = parser.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -214,57 +284,103 @@ def main(argv: list[str] | None = None) -> int:
     timings["validate --cv version (full simulation)"] = time.monotonic() - t0
     if not args.skip_cv_system:
         t0 = time.monotonic()
-        results["system"] = validation.validate(cv="system", mode=args.cv_system_mode, jobs=args.jobs, log=log)
+        results["system"] = validation.validate(
+            cv="system", mode=args.cv_system_mode, jobs=args.jobs, log=log
+        )
         timings[f"validate --cv system ({args.cv_system_mode} evaluator)"] = time.monotonic() - t0
     t0 = time.monotonic()
     scaling = _scaling(rows, doc)
     stability = _stability(cal)
     timings["scaling + stability tables"] = time.monotonic() - t0
 
-    out: list[str] = ["# Validation against MLPerf Inference results", "",
-                      "Generated by `python benchmarks/validation_report.py` (do not edit by hand) from "
-                      f"`{calibration.results_digest(None)}`.", ""]
-    out += ["## How predictions are made", "",
-            "Each row is replayed from its descriptive columns only (`simulator/replay.py`): the benchmark's "
-            "model and token lengths, format and framework family, the accelerator and GPU count (an NVL72 rack "
-            "is one NVLink domain, a mixed system is the sum of its parts), and the layout (TP 1/2/4/8, EP and "
-            "attention-DP for MoE, PP 2 only when nothing else fits) with the highest predicted throughput per "
-            "GPU. Offline: N requests at t = 0 in the discrete-event simulation; the steady rate and the drain "
-            "of the last batch are amortised over an MLPerf-length run (>= 600 s and >= the min query count), "
-            "plus the imbalance of statically fed replicas. Server / Interactive: LoadGen-like search on the "
-            "Poisson rate of one replica for the highest rate whose run meets both p99 limits. Calibration "
-            "(`simulator/calibration.py`) fits compute_frac, memory_frac and step_overhead_ms per accelerator x "
-            "format x framework (network_frac per vendor), pooled vendor -> architecture -> group with "
-            "shrinkage, on a fast steady-state evaluator built from the same `StepModel`.", ""]
+    out: list[str] = [
+        "# Validation against MLPerf Inference results",
+        "",
+        "Generated by `python benchmarks/validation_report.py` (do not edit by hand) from "
+        f"`{calibration.results_digest(None)}`.",
+        "",
+    ]
+    out += [
+        "## How predictions are made",
+        "",
+        "Each row is replayed from its descriptive columns only (`simulator/replay.py`): the benchmark's "
+        "model and token lengths, format and framework family, the accelerator and GPU count (an NVL72 rack "
+        "is one NVLink domain, a mixed system is the sum of its parts), and the layout (TP 1/2/4/8, EP and "
+        "attention-DP for MoE, PP 2 only when nothing else fits) with the highest predicted throughput per "
+        "GPU. Offline: N requests at t = 0 in the discrete-event simulation; the steady rate and the drain "
+        "of the last batch are amortised over an MLPerf-length run (>= 600 s and >= the min query count), "
+        "plus the imbalance of statically fed replicas. Server / Interactive: LoadGen-like search on the "
+        "Poisson rate of one replica for the highest rate whose run meets both p99 limits. Calibration "
+        "(`simulator/calibration.py`) fits compute_frac, memory_frac and step_overhead_ms per accelerator x "
+        "format x framework (network_frac per vendor), pooled vendor -> architecture -> group with "
+        "shrinkage, on a fast steady-state evaluator built from the same `StepModel`.",
+        "",
+    ]
     out += ["## Out-of-sample: fit on older rounds, predict each newer round (`validate --cv version`)", ""]
     out += _summary_table(results["version"]["summary"], "rows the fit never saw")
-    out += ["", "Folds: " + ", ".join(f"{f['held_out']} (train {f['n_train']}, test {f['n_test']})"
-                                      for f in results["version"]["folds"]) +
-            ". The oldest round has nothing older to train on; its rows count as not predicted.", ""]
+    out += [
+        "",
+        "Folds: "
+        + ", ".join(
+            f"{f['held_out']} (train {f['n_train']}, test {f['n_test']})" for f in results["version"]["folds"]
+        )
+        + ". The oldest round has nothing older to train on; its rows count as not predicted.",
+        "",
+    ]
     if "system" in results:
-        out += [f"## Out-of-sample: leave one system out (`validate --cv system`, {args.cv_system_mode} evaluator)",
-                ""]
+        out += [
+            f"## Out-of-sample: leave one system out (`validate --cv system`, {args.cv_system_mode} evaluator)",
+            "",
+        ]
         out += _summary_table(results["system"]["summary"], "rows the fit never saw")
         if args.cv_system_mode == "fast":
-            out += ["", f"{len(results['system']['folds'])} folds, each a full refit. Predictions here use the "
-                    "fast steady-state evaluator (a full simulation per fold would take hours); the in-sample "
-                    "section shows how the full simulation compares.", ""]
+            out += [
+                "",
+                f"{len(results['system']['folds'])} folds, each a full refit. Predictions here use the "
+                "fast steady-state evaluator (a full simulation per fold would take hours); the in-sample "
+                "section shows how the full simulation compares.",
+                "",
+            ]
     out += ["## In-sample: calibration fitted on all rows, full simulation", ""]
     out += _summary_table(results["in"]["summary"], "all rows (fit saw them)")
     pred, total = _profiled_coverage(results["in"])
-    out += ["", f"Coverage of rows of datacenter GPUs with a fleetsim profile: {pred} / {total} = "
-            f"{pred / total:.1%} (the rest: the vision-language benchmark).", ""]
+    out += [
+        "",
+        f"Coverage of rows of datacenter GPUs with a fleetsim profile: {pred} / {total} = "
+        f"{pred / total:.1%} (the rest: the vision-language benchmark).",
+        "",
+    ]
     out += ["## Published comparisons: Llama 2 70B throughput per GPU", "", *_comparison(results), ""]
     out += ["## Multi-node scaling efficiency", "", *scaling, ""]
-    out += ["## Replay length: is the p99 stable?", "",
-            "MLPerf Server runs last >= 600 s; replays are shorter. The rate search is repeated with three "
-            "replay lengths (requests after warm-up); the rate found and the p99s at it barely move:", ""]
+    out += [
+        "## Replay length: is the p99 stable?",
+        "",
+        "MLPerf Server runs last >= 600 s; replays are shorter (validation uses "
+        f"{replay.SERVER_TARGET_REQUESTS} requests after warm-up, at least {replay.SERVER_MIN_RUN_S:.0f} s). "
+        "The rate search is repeated with three replay lengths; the spread of the rate found says whether "
+        "the default length is long enough:",
+        "",
+    ]
     out += [*stability, ""]
-    out += ["## Where the model is blind", "", "- Speculative decoding (allowed for DeepSeek-R1 and gpt-oss-120b Interactive): predicted without it.", "- Disaggregated prefill/decode serving (Dynamo-listed GB200/GB300 rows): predicted as aggregated.", "- Rows it cannot replay at all are listed as unsupported with the reason (vision-language benchmark, " "unprofiled accelerators such as RTX PRO, L40S, GH200, H100/H200 NVL PCIe, Intel Arc).", "", "Rows with a blind spot (in-sample predictions):", "", *_blind(results["in"]), ""]
+    out += [
+        "## Where the model is blind",
+        "",
+        "- Speculative decoding (allowed for DeepSeek-R1 and gpt-oss-120b Interactive): predicted without it.",
+        "- Disaggregated prefill/decode serving (Dynamo-listed GB200/GB300 rows): predicted as aggregated.",
+        "- Rows it cannot replay at all are listed as unsupported with the reason (vision-language benchmark, "
+        "unprofiled accelerators such as RTX PRO, L40S, GH200, H100/H200 NVL PCIe, Intel Arc).",
+        "",
+        "Rows with a blind spot (in-sample predictions):",
+        "",
+        *_blind(results["in"]),
+        "",
+    ]
     out += ["## Calibrated parameters (fit on all rows)", "", *_params_table(doc), ""]
     out += ["## Runtime (this machine)", "", "| step | seconds |", "|---|---:|"]
     out += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
     Path(args.out).write_text("\n".join(out) + "\n")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"results": results, "calibration": doc}, default=str))
     log(f"wrote {args.out}")
     return 0
 

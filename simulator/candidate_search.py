@@ -49,10 +49,7 @@ from simulator.units import s_to_ms, w_to_kw
 
 EvaluatorFactory = Callable[[Deployment, Scenario, Bounds], Evaluator]
 EfficiencyVariants = Callable[[Deployment], Mapping[str, Efficiency]]
-# The fleet search starts this much above the one-replica estimate: that estimate sits at the edge of what
-# one replica passed (noise and slow convergence near capacity make it optimistic), and a start just above
-# the answer costs two fleet runs (pass, then one fewer fails) where a start below costs three or more.
-FLEET_START_MARGIN_FRAC = 0.03
+
 
 
 @dataclass(frozen=True)
@@ -194,15 +191,10 @@ def _bounds(sc: Scenario, dep: Deployment) -> Bounds:
     )
 
 
-def search_one(
-    sc: Scenario,
-    cand: Candidate,
-    hooks: Hooks | None = None,
-    message: Message | None = None,
-    efficiency: Efficiency | None = None,
-) -> Found | CandidateResult:
-    """Steps 1-2 of the module docstring: a rejected row, or the one-replica search's result."""
-    hooks = hooks or Hooks()
+def screen_one(
+    sc: Scenario, cand: Candidate, efficiency: Efficiency | None = None
+) -> tuple[Deployment, Bounds, Rack, int | None] | CandidateResult:
+    """Step 1 (no simulation): the row of a candidate rejected up front, or what its search needs."""
     rack = rack_for(sc, accelerator_for(sc, cand.hardware))
     try:
         dep = _deploy(sc, cand, efficiency)
@@ -241,6 +233,23 @@ def search_one(
             f"{math.ceil(target / bounds.rate_hi_per_s)}"
         )
         return _result(sc, cand, rack, _rejected(reason), dep=dep, bounds=bounds, limited=True)
+    return dep, bounds, rack, limit
+
+
+def search_one(
+    sc: Scenario,
+    cand: Candidate,
+    hooks: Hooks | None = None,
+    message: Message | None = None,
+    efficiency: Efficiency | None = None,
+) -> Found | CandidateResult:
+    """Steps 1-2 of the module docstring: a rejected row, or the one-replica search's result."""
+    hooks = hooks or Hooks()
+    screened = screen_one(sc, cand, efficiency)
+    if isinstance(screened, CandidateResult):
+        return screened
+    dep, bounds, rack, limit = screened
+    target = sc.target_rate_per_s()
     inner = _evaluator(sc, hooks, dep, bounds)
     if isinstance(inner, SimulationEvaluator):
         duration_s, warmup_s = inner.timing(1)
@@ -284,16 +293,51 @@ def search_one(
     )
 
 
+def _fleet_latency(found: Found) -> tuple[float, float] | None:
+    extra = found.verdict.extra
+    return (extra["e2e_mean_s"], extra["e2e_p99_s"]) if "e2e_p99_s" in extra else None
+
+
+def _fleet_job(args: tuple[Scenario, Found, int]) -> tuple[int, LoadVerdict]:
+    """One whole-fleet simulation at the target (runs in a worker process)."""
+    sc, found, num_replicas = args
+    dep = _deploy(sc, found.candidate, found.efficiency)
+    evaluator = _evaluator(sc, Hooks(), dep, found.bounds, _fleet_latency(found))
+    return num_replicas, evaluator.evaluate(num_replicas, sc.target_rate_per_s())
+
+
+def _prefetch(sc: Scenario, found: Found, counts: list[int], cache: CachedEvaluator, start: int,
+              message: Message | None) -> None:
+    """Simulate the two fleets ``sizing.min_replicas`` asks about first (start and start - 1) at once,
+    in two processes, into its cache: the usual verification (start passes, one fewer fails) then costs
+    one fleet run of wall time instead of two. Same verdicts as sequential runs."""
+    import multiprocessing
+
+    started = time.perf_counter()
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    jobs = [(sc, found, n) for n in (start, start - 1)]
+    with multiprocessing.get_context(method).Pool(len(jobs)) as pool:
+        for n, verdict in pool.imap_unordered(_fleet_job, jobs):
+            cache.verdicts[(n, sc.target_rate_per_s())] = verdict
+            counts[0] += 1
+    if message is not None:
+        message(f"fleets of {start - 1:,} and {start:,} in parallel ({time.perf_counter() - started:.1f} s)")
+
+
 def finish_one(
-    sc: Scenario, found: Found, verify: bool, hooks: Hooks | None = None, message: Message | None = None
+    sc: Scenario,
+    found: Found,
+    verify: bool,
+    hooks: Hooks | None = None,
+    message: Message | None = None,
+    workers: int = 1,
 ) -> CandidateResult:
-    """Steps 3-4: verify the estimate with whole-fleet runs (or keep it), package, build the row."""
+    """Steps 3-4: verify the estimate with whole-fleet runs (or keep it), package, build the row.
+    ``workers`` > 1 simulates the first two fleets in parallel (no hooks; not inside a worker)."""
     hooks = hooks or Hooks()
     target = sc.target_rate_per_s()
     dep = _deploy(sc, found.candidate, found.efficiency)
-    extra = found.verdict.extra
-    latency = (extra["e2e_mean_s"], extra["e2e_p99_s"]) if "e2e_mean_s" in extra else None
-    inner = _evaluator(sc, hooks, dep, found.bounds, latency)
+    inner = _evaluator(sc, hooks, dep, found.bounds, _fleet_latency(found))
     counting = _Counting(inner, message)
     evaluator = CachedEvaluator(counting)
     common = {
@@ -314,7 +358,13 @@ def finish_one(
         )
     else:
         try:
-            start = min(math.ceil(found.estimate * (1.0 + FLEET_START_MARGIN_FRAC)), found.cap)
+            # start at the middle of the one-replica bracket [rate, rate * (1 + rel_tol)]
+            middle_rate = found.rate_per_s * math.sqrt(1.0 + sc.simulation.rel_tol)
+            start = min(math.ceil(target / middle_rate), found.cap)
+            if workers > 1 and start > 1 and hooks.evaluator_factory is None:
+                prefetched = [0]
+                _prefetch(sc, found, prefetched, evaluator, start, message)
+                counting.count += prefetched[0]
             replicas, verdict = min_replicas(
                 evaluator, rate_per_s=target, start=start, max_replicas=found.cap
             )

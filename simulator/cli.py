@@ -374,7 +374,7 @@ class _ProgressDisplay:
         if event.stage not in self.tasks:
             self.tasks[event.stage] = self.bar.add_task(text, total=event.total)
         self.bar.update(self.tasks[event.stage], completed=event.done, total=event.total,
-                        description=text[:90])
+                        description=text[:70])
 
 
 def _check_outputs(out: str | None, plot: str | None) -> None:

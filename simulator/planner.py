@@ -11,8 +11,8 @@ Per candidate (hardware x format x layout, see ``candidates.enumerate_candidates
    router splits Poisson arrivals into Poisson streams, so n replicas at target/n each behave exactly
    like the one replica, and state-aware routers (least-outstanding, ...) do at least as well.
 3. Verify: ``sizing.min_replicas``, whole-fleet simulations with the scenario's router at the target,
-   starting 3% above the estimate (``FLEET_START_MARGIN_FRAC``), until the fleet passes and one replica
-   fewer fails. Fleet runs are the
+   starting at the estimate, until the fleet passes and one replica fewer fails (the first two fleets
+   run in parallel when there are spare CPUs). Fleet runs are the
    expensive part, so by default (``simulation.verify: competitive``) only candidates whose estimate is
    within ``verify_margin_frac`` of the best (GPUs, or $/hour with costs; per hardware in ``compare``)
    are verified, repeating until no unverified estimate can beat a verified answer. Other rows keep the
@@ -50,6 +50,7 @@ from simulator.candidate_search import (
     Hooks,
     finish_one,
     limits_text,
+    screen_one,
     search_one,
 )
 from simulator.candidates import Candidate, enumerate_candidates
@@ -233,6 +234,8 @@ def size(
     sc = scenario
     hooks = Hooks(evaluator_factory, efficiency_variants, tuple(curve_fractions))
     cands = enumerate_candidates(sc)
+    if strict_limits and (sc.packaging.max_gpus or sc.packaging.max_racks):
+        _check_limits(sc, cands)
     workers = (
         1 if evaluator_factory or efficiency_variants else (sc.simulation.workers or os.cpu_count() or 1)
     )
@@ -282,7 +285,7 @@ def size(
             )
             emit("verify", total, found[batch[j]].candidate.label, msg, True)
 
-        if workers <= 1:
+        if workers <= 1 or len(batch) == 1:
             for j, i in enumerate(batch):
                 label = found[i].candidate.label
                 res = finish_one(
@@ -291,6 +294,7 @@ def size(
                     batch_verify,
                     hooks,
                     lambda m, lb=label, total=verify_total: emit("verify", total, lb, m, False),
+                    workers=workers,
                 )
                 verified(j, res)
         else:
@@ -313,12 +317,24 @@ def size(
     simulations = sum(r.row.get("num_evaluations") or 0 for r in results)
     result = SizingResult(sc, ranked, results, simulations, time.perf_counter() - started)
     if strict_limits and result.best is None and any(r.limited for r in results):
-        limited = next(r for r in results if r.limited)
-        raise InputError(
-            f"the target of {sc.target_output_tokens_per_s():,.0f} output tokens/s is impossible "
-            f"within {limits_text(sc)}: {limited.candidate.label} {limited.row['reason']}"
-        )
+        _raise_limited(sc, results)
     return result
+
+
+def _check_limits(sc: Scenario, cands: list[Candidate]) -> None:
+    """Fail fast (before any simulation) when no candidate can fit the packaging limits even at its
+    optimistic capacity, and every other candidate is rejected anyway."""
+    screened = [screen_one(sc, c) for c in cands]
+    if all(isinstance(s, CandidateResult) for s in screened) and any(s.limited for s in screened):
+        _raise_limited(sc, [s for s in screened if isinstance(s, CandidateResult)])
+
+
+def _raise_limited(sc: Scenario, results: list[CandidateResult]) -> None:
+    limited = min((r for r in results if r.limited), key=lambda r: r.candidate.layout.gpus)
+    raise InputError(
+        f"the target of {sc.target_output_tokens_per_s():,.0f} output tokens/s is impossible within "
+        f"{limits_text(sc)}: {limited.candidate.label} {limited.row['reason']}"
+    )
 
 
 # --------------------------------------------------------------------------------------------- compare

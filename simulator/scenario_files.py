@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
 import types
 import typing
 from collections.abc import Sequence
@@ -116,6 +117,18 @@ def load_raw(source: str | Path) -> tuple[dict[str, Any], Path]:
     return raw, path
 
 
+_EXPONENT_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _numbers(value: Any) -> Any:
+    """YAML 1.1 reads '2e6' (no dot) as a string; on the command line it is meant as a number."""
+    if isinstance(value, str) and _EXPONENT_FLOAT.match(value):
+        return float(value)
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    return value
+
+
 def parse_override(text: str) -> Override:
     """'a.b.c=value' -> (('a', 'b', 'c'), value parsed as a YAML scalar or flow list)."""
     if "=" not in text:
@@ -125,7 +138,7 @@ def parse_override(text: str) -> Override:
     if not all(parts):
         raise InputError(f"--set '{text}': the path '{key}' has an empty part")
     try:
-        return parts, yaml.safe_load(value)
+        return parts, _numbers(yaml.safe_load(value))
     except yaml.YAMLError as exc:
         raise InputError(f"--set '{text}': the value is not valid YAML ({_one_line(exc)})") from None
 
@@ -137,7 +150,7 @@ def parse_grid(text: str) -> tuple[tuple[str, ...], list[Any]]:
     key, _, value = text.partition("=")
     parts, _ = parse_override(f"{key}=")
     try:
-        values = yaml.safe_load(f"[{value}]")
+        values = _numbers(yaml.safe_load(f"[{value}]"))
     except yaml.YAMLError as exc:
         raise InputError(f"--grid '{text}': the values are not a YAML list ({_one_line(exc)})") from None
     if not values:

@@ -146,7 +146,8 @@ def test_a_target_beyond_the_packaging_limits_is_bad_input():
         planner.size(scenario("packaging.max_gpus=16"), evaluator_factory=Factory())
     with pytest.raises(InputError, match=r"packaging.max_racks=1"):
         planner.size(scenario("packaging.max_racks=1", "layouts.tp=[8]"), evaluator_factory=Factory())
-    lenient = planner.size(scenario("packaging.max_gpus=16"), evaluator_factory=Factory(), strict_limits=False)
+    lenient = planner.size(scenario("packaging.max_gpus=16"), evaluator_factory=Factory(),
+                           strict_limits=False)
     assert all(not r["feasible"] and "packaging.max_gpus=16" in r["reason"] for r in lenient.rows)
     # a limit the answer fits in changes nothing
     free = planner.size(scenario("layouts.tp=[1]"), evaluator_factory=Factory()).best
@@ -190,7 +191,8 @@ def test_compare_divides_by_the_baseline():
     assert rows["h200"]["gpus_ratio_vs_baseline"] == pytest.approx(1.0)
     assert rows["h200"]["precision"] == "fp8" and rows["mi355x"]["precision"] == "fp4"  # formats: auto
     m, h = rows["mi355x"], rows["h200"]
-    assert m["uplift_vs_baseline"] == pytest.approx(m["output_tokens_per_s_per_gpu"] / h["output_tokens_per_s_per_gpu"])
+    per_gpu = "output_tokens_per_s_per_gpu"
+    assert m["uplift_vs_baseline"] == pytest.approx(m[per_gpu] / h[per_gpu])
     assert m["gpus_ratio_vs_baseline"] == pytest.approx(m["gpus"] / h["gpus"])
     assert all(r["verified"] for r in result.rows)  # every generation's best gets fleet runs
     with pytest.raises(InputError, match="unknown baseline hardware 'b200'"):
@@ -204,9 +206,9 @@ def test_sweep_writes_one_row_per_grid_point():
                          evaluator_factory=Factory())
     assert len(rows) == 4
     assert [(r["target.output_tokens_per_s"], r["slo.tpot_p99_ms"]) for r in rows] == [
-        ("5e5", 100), ("5e5", 200), ("1e6", 100), ("1e6", 200)]
+        (5e5, 100), (5e5, 200), (1e6, 100), (1e6, 200)]
     assert rows[2]["replicas"] >= 2 * rows[0]["replicas"] - 1
-    with pytest.raises(InputError, match="slo.tpot_p99_ms"):
+    with pytest.raises(InputError, match=r"slo\.tpot_p99_ms"):
         planner.sweep(raw, [parse_grid("slo.tpot_p99_ms=-1,40")], evaluator_factory=Factory())
 
 
@@ -228,7 +230,7 @@ def test_candidates_enumerate_the_cross_product_without_artefacts():
 
 # --------------------------------------------------------------------------------------------- end to end
 SMALL = ["model=llama3.1-8b", "workload.benchmark=llama3.1-8b", "slo.preset=mlperf-server", "hardware=h100",
-         "formats=fp8", "layouts.tp=[1]", "target.output_tokens_per_s=3e5", "simulation.fidelity=0.1",
+         "formats=fp8", "layouts.tp=[1]", "target.output_tokens_per_s=1.5e5", "simulation.fidelity=0.1",
          "simulation.workers=1"]
 
 
@@ -242,8 +244,9 @@ def test_end_to_end_small_scenario_is_feasible_reproducible_and_seed_stable():
     assert a.rows == b.rows  # same scenario and seed: the same answer, to the last digit
     best = a.best
     assert best["ttft_p99_s"] <= 2.0 and best["tpot_p99_s"] <= 0.1
-    assert best["output_tokens_per_s"] == pytest.approx(3e5, rel=0.1)
-    # one replica fewer failed the fleet check, so the answer is no larger than the estimate allows
-    assert best["replicas"] <= math.ceil(1.03 * best["estimated_replicas"]) + 1
+    assert best["output_tokens_per_s"] == pytest.approx(1.5e5, rel=0.1)
+    # Poisson splitting: n replicas at target / n each behave like the one replica the search ran, so the
+    # fleet verdict lands close to the one-replica estimate (least-outstanding routing pools a little)
+    assert abs(best["replicas"] - best["estimated_replicas"]) <= max(2, 0.1 * best["estimated_replicas"])
     assert abs(c.best["replicas"] - best["replicas"]) <= max(1, 0.02 * best["replicas"])
     assert time.perf_counter() - started < 60

@@ -113,7 +113,7 @@ def test_cv_never_trains_on_the_held_out_fold(tmp_path: Path, monkeypatch: pytes
     path = _write(tmp_path / "cv.csv", header, picked)
     seen: list[set[tuple]] = []
 
-    def fake_fit(train_rows, source="", log=None, use_model_factors=True):  # record what each fold trains on; no real fit
+    def fake_fit(train_rows, source="", log=None, use_model_factors=True):  # records training rows
         seen.append({(r.version, r.system_name, r.benchmark, r.scenario) for r in train_rows})
         return {"groups": {}}
 
