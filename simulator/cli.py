@@ -434,13 +434,15 @@ def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
-def _notes(rows: list[dict[str, Any]]) -> None:
+def _notes(rows: list[dict[str, Any]], scenario: Any) -> None:
     announced = sorted({r["hardware"] for r in rows if r.get("hardware_status") == "announced"})
     if announced:
         typer.echo(f"note: {', '.join(announced)}: ANNOUNCED hardware, projected figures")
     if any(r.get("feasible") and not r.get("verified") for r in rows):
+        which = ("simulation.verify is 'none'" if scenario.simulation.verify == "none" else
+                 "only competitive candidates get whole-fleet simulations")
         typer.echo("note: 'estimate' rows are sized from one replica (Poisson splitting: an upper bound for "
-                   "state-aware routers); only competitive candidates get whole-fleet simulations")
+                   f"state-aware routers); {which}")
 
 
 @app.command()
@@ -472,7 +474,7 @@ def size(
     else:
         typer.echo(_headline(result.header(), sc))
         typer.echo(_render(result.rows, compare=False))
-        _notes(result.rows)
+        _notes(result.rows, sc)
         best = result.best
         if best is not None:
             typer.echo(f"best: {best['hardware']} {best['precision']} {best['layout']}: {best['replicas']:,} "
@@ -522,7 +524,7 @@ def compare(
         head = _headline(result.sizing.header(), result.sizing.scenario)
         typer.echo(f"{head}; baseline {result.baseline}")
         typer.echo(_render(result.rows, compare=True))
-        _notes(result.rows)
+        _notes(result.rows, sc)
         sizing = result.sizing
         typer.echo(f"sized {len(sizing.rows)} candidates with {sizing.num_simulations} simulations in "
                    f"{sizing.wall_s:.1f} s")
@@ -612,3 +614,56 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo("aborted", err=True)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+# --------------------------------------------------------------------------------------------- calibration
+# (registered at import; kept at the end of the module, after the entry point, in its own section)
+@app.command()
+def calibrate(
+    results: Annotated[str | None, typer.Option("--results", help="results CSV (default: shipped MLPerf data)")] = None,
+    write: Annotated[bool, typer.Option("--write", help="update hardware_profiles/calibration.yaml")] = False,
+    out: Annotated[str | None, typer.Option("--out", help="write the calibration YAML here instead")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+) -> None:
+    """Fit efficiency factors per accelerator x format x framework to measured MLPerf results."""
+    from simulator import calibration as cal
+
+    log = None if quiet else (lambda msg: typer.echo(msg, err=True))
+    result = cal.calibrate(results, write_to=out, write_file=write, log=log)
+    result.pop("document", None)
+    if fmt is OutputFormat.json:
+        print_json(result)
+        return
+    typer.echo(f"{'group':<34}{'rows':>6}{'compute':>9}{'memory':>8}{'network':>9}{'overhead ms':>13}{'APE %':>8}")
+    for key, g in result["groups"].items():
+        p = g["params"]
+        ape = g.get("median_ape_pct")
+        typer.echo(f"{key:<34}{g['n_rows']:>6}{p['compute_frac']:>9.3f}{p['memory_frac']:>8.3f}"
+                   f"{p['network_frac']:>9.3f}{p['step_overhead_ms']:>13.2f}"
+                   f"{'' if ape is None else f'{ape:.1f}':>8}")
+    typer.echo(f"fitted on {result['n_rows']} rows; " + (f"wrote {result['path']}" if result["path"]
+                                                         else "not written (use --write or --out)"))
+
+
+@app.command()
+def validate(
+    results: Annotated[str | None, typer.Option("--results", help="results CSV (default: shipped MLPerf data)")] = None,
+    cv: Annotated[str | None, typer.Option("--cv", help="out-of-sample: version or system")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="full (simulation) or fast (steady state)")] = "full",
+    jobs: Annotated[int, typer.Option("--jobs", help="worker processes")] = 1,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+) -> None:
+    """Predict MLPerf results from their descriptive columns only and report the error."""
+    from simulator import validation as val
+
+    if jobs < 1:
+        raise InputError(f"--jobs must be >= 1, got {jobs}")
+    log = None if quiet else (lambda msg: typer.echo(msg, err=True))
+    result = val.validate(results, cv=cv, mode=mode, jobs=jobs, log=log)
+    if fmt is OutputFormat.json:
+        print_json({"rows": result["rows"], "summary": result["summary"], "folds": result["folds"],
+                    "meta": result["meta"]})
+        return
+    typer.echo(val.format_table(result))

@@ -1,0 +1,76 @@
+"""calibrate / validate commands: JSON contract and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "hardware_profiles" / "mlperf" / "results.csv"
+
+
+def fleetsim(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def _subset(tmp_path: Path, n: int = 12) -> Path:
+    with SHIPPED.open() as f:
+        rows = list(csv.DictReader(f))
+    keep: list[dict] = []
+    for acc in ("H100", "MI325X", "RTX PRO 6000 Blackwell"):
+        keep += [r for r in rows if r["accelerator"] == acc][: n // 3]
+    path = tmp_path / "rows.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(keep)
+    return path
+
+
+def test_validate_json_contract(tmp_path):
+    out = fleetsim(
+        "validate", "--results", str(_subset(tmp_path)), "--mode", "fast", "--format", "json", "-q"
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert set(result) >= {"rows", "summary"}
+    for row in result["rows"]:
+        for key in (
+            "version",
+            "submitter",
+            "system_name",
+            "accelerator",
+            "total_accelerators",
+            "benchmark",
+            "scenario",
+        ):
+            assert key in row
+        assert ("unsupported" in row) or {"measured", "predicted", "ape_pct"} <= set(row)
+    assert any("unsupported" in r for r in result["rows"])  # the RTX rows are listed, not dropped
+    for key in ("median_ape_pct", "mean_ape_pct", "p90_ape_pct", "coverage"):
+        assert key in result["summary"]
+
+
+def test_calibrate_to_a_path_writes_physical_factors(tmp_path):
+    target = tmp_path / "cal.yaml"
+    out = fleetsim(
+        "calibrate", "--results", str(_subset(tmp_path, 40)), "--out", str(target), "--format", "json", "-q"
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert target.exists()
+    for group in result["groups"].values():
+        for name in ("compute_frac", "memory_frac", "network_frac"):
+            assert 0 < group["params"][name] <= 1
+
+
+def test_validate_bad_input():
+    out = fleetsim("validate", "--cv", "decade")
+    assert out.returncode == 2 and "valid choices" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    out = fleetsim("validate", "--results", "/nonexistent.csv")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
