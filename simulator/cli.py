@@ -19,17 +19,26 @@ from simulator import units
 from simulator.deployment import Layout, make_deployment
 from simulator.errors import InputError, NoFeasibleAnswer
 from simulator.estimate import estimate as run_estimate
-from simulator.hardware import list_accelerators, load_accelerator
 from simulator.export import check_output_path, write_columns
+from simulator.hardware import list_accelerators, load_accelerator
 from simulator.metrics import Slo
 from simulator.mlperf import slo_limits_s
 from simulator.models import list_models
 from simulator.simulation import records_columns
 from simulator.simulation import run as run_simulation
-from simulator.workload import OfflineArrivals, PoissonArrivals, Workload, benchmark_workload, canonical_benchmark
+from simulator.workload import (
+    OfflineArrivals,
+    PoissonArrivals,
+    Workload,
+    benchmark_workload,
+    canonical_benchmark,
+)
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     help="fleetsim: size LLM-inference GPU fleets with a calibrated discrete-event simulation.",
 )
 hardware_app = typer.Typer(no_args_is_help=True, help="Accelerator profiles.")
@@ -81,17 +90,23 @@ def hardware_list(fmt: Annotated[OutputFormat, typer.Option("--format")] = Outpu
     """List accelerator profiles."""
     rows = [
         {
-            "id": a.id, "name": a.name, "vendor": a.vendor, "status": a.status,
+            "id": a.id,
+            "name": a.name,
+            "vendor": a.vendor,
+            "status": a.status,
             "hbm_capacity_gib": units.bytes_to_gib(a.hbm_capacity_bytes),
             "hbm_bandwidth_tb_per_s": a.hbm_bandwidth_bytes_per_s / units.TB,
-            "formats": ",".join(a.supported_compute_formats), "scaleup_domain_gpus": a.scaleup_domain_gpus,
+            "formats": ",".join(a.supported_compute_formats),
+            "scaleup_domain_gpus": a.scaleup_domain_gpus,
         }
         for a in list_accelerators()
     ]
     if fmt is OutputFormat.json:
         print_json(rows)
         return
-    typer.echo(f"{'id':<18}{'vendor':<8}{'status':<11}{'HBM GiB':>8}{'TB/s':>7}  {'formats':<18}{'domain':>6}")
+    typer.echo(
+        f"{'id':<18}{'vendor':<8}{'status':<11}{'HBM GiB':>8}{'TB/s':>7}  {'formats':<18}{'domain':>6}"
+    )
     for r in rows:
         typer.echo(
             f"{r['id']:<18}{r['vendor']:<8}{r['status']:<11}{r['hbm_capacity_gib']:>8.0f}"
@@ -108,10 +123,19 @@ def hardware_show(
     a = load_accelerator(name)
     figures = {key: a.figure(key) for key in a.sources}
     if fmt is OutputFormat.json:
-        print_json({"id": a.id, "name": a.name, "vendor": a.vendor, "architecture": a.architecture,
-                    "status": a.status, "figures": figures, "sources": dict(a.sources),
-                    "unknown_figures": list(a.unknown_figures),
-                    "ranges": {k: a.figure_range(k) for k in a.sources if k in a.ranges}})
+        print_json(
+            {
+                "id": a.id,
+                "name": a.name,
+                "vendor": a.vendor,
+                "architecture": a.architecture,
+                "status": a.status,
+                "figures": figures,
+                "sources": dict(a.sources),
+                "unknown_figures": list(a.unknown_figures),
+                "ranges": {k: a.figure_range(k) for k in a.sources if k in a.ranges},
+            }
+        )
         return
     status = " (ANNOUNCED: projected figures)" if a.status == "announced" else ""
     typer.echo(f"{a.name} [{a.id}] {a.vendor}/{a.architecture}{status}")
@@ -125,19 +149,27 @@ def hardware_show(
 def models_list(fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table) -> None:
     """List the model catalog with derived parameter counts and KV bytes per token at fp8."""
     rows = [
-        {"id": m.id, "family": m.family, "attention": m.attention, "layers": m.num_layers,
-         "total_params": m.total_params, "active_params": m.active_params,
-         "kv_elements_per_token": m.kv_elements_per_token_full + m.kv_elements_per_token_sliding}
+        {
+            "id": m.id,
+            "family": m.family,
+            "attention": m.attention,
+            "layers": m.num_layers,
+            "total_params": m.total_params,
+            "active_params": m.active_params,
+            "kv_elements_per_token": m.kv_elements_per_token_full + m.kv_elements_per_token_sliding,
+        }
         for m in list_models()
     ]
     if fmt is OutputFormat.json:
         print_json(rows)
         return
-    typer.echo(f"{'id':<22}{'family':<8}{'attn':<6}{'layers':>7}{'total B':>10}{'active B':>10}{'KV B/tok fp8':>14}")
+    typer.echo(
+        f"{'id':<22}{'family':<8}{'attn':<6}{'layers':>7}{'total B':>10}{'active B':>10}{'KV B/tok fp8':>14}"
+    )
     for r in rows:
         typer.echo(
             f"{r['id']:<22}{r['family']:<8}{r['attention']:<6}{r['layers']:>7}"
-            f"{units.millions(r['total_params']) / units.KB:>10.1f}{units.millions(r['active_params']) / units.KB:>10.1f}"
+            f"{units.billions(r['total_params']):>10.1f}{units.billions(r['active_params']):>10.1f}"
             f"{r['kv_elements_per_token']:>14,.0f}"
         )
 
@@ -167,8 +199,13 @@ def estimate(
 ) -> None:
     """Memory plan and step times of one deployment (no simulation)."""
     dep = make_deployment(
-        model, hardware, precision, Layout(tp=tp, pp=pp, ep=ep, attention=attention),
-        framework=framework, kv_precision=kv_precision, weights=weights_precision,
+        model,
+        hardware,
+        precision,
+        Layout(tp=tp, pp=pp, ep=ep, attention=attention),
+        framework=framework,
+        kv_precision=kv_precision,
+        weights=weights_precision,
     )
     result = run_estimate(dep, batch=batch, input_tokens=input_tokens, output_tokens=output_tokens)
     if fmt is OutputFormat.json:
@@ -180,28 +217,39 @@ def estimate(
 def _print_estimate(r: dict[str, Any]) -> None:
     ms = units.s_to_ms
     status = "  (ANNOUNCED hardware: projected figures)" if r["hardware_status"] == "announced" else ""
-    typer.echo(f"{r['model']} on {r['gpus_per_replica']}x {r['hardware']} {r['precision']} "
-               f"(w={r['weights_format']} a={r['activations_format']} kv={r['kv_cache_format']}, "
-               f"GEMMs at {r['gemm_compute_format']}), TP{r['tp']} PP{r['pp']} EP{r['ep']}, {r['framework']}{status}")
-    print_pairs([
-        ("fits", "yes" if r["fits"] else "no"),
-        ("weights per GPU", units.fmt_bytes(r["weights_bytes_per_gpu"])),
-        ("reserve per GPU", units.fmt_bytes(r["reserve_bytes_per_gpu"])),
-        ("KV cache per token per GPU", f"{r['kv_bytes_per_token_per_gpu']:,.0f} bytes"),
-        ("KV capacity", f"{r['kv_capacity_tokens']:,} tokens ({r['kv_capacity_blocks']:,} blocks)"),
-        (f"largest batch ({r['input_tokens']}+{r['output_tokens']} tokens)", f"{r['largest_batch']:,}"),
-        (f"prefill of one {r['input_tokens']}-token input", f"{ms(r['prefill_s']):.2f} ms"),
-        (f"decode step, batch {r['batch']} at context {r['decode_context_tokens']:.0f}",
-         f"{ms(r['decode_step_s']):.2f} ms" + ("" if r["batch_fits"] else "  (batch exceeds KV capacity)")),
-        ("single-request TTFT", f"{ms(r['single_request_ttft_s']):.2f} ms"),
-        ("single-request TPOT", f"{ms(r['single_request_tpot_s']):.2f} ms"),
-        (f"decode throughput at batch {r['batch']}",
-         f"{r['decode_output_tokens_per_s_per_gpu_at_batch']:,.0f} output tokens/s per GPU"),
-        ("saturated decode throughput",
-         f"{r['saturated_decode_output_tokens_per_s_per_gpu']:,.0f} output tokens/s per GPU "
-         f"(batch {r['largest_batch']})"),
-        ("efficiency factors", r["efficiency_source"]),
-    ])
+    typer.echo(
+        f"{r['model']} on {r['gpus_per_replica']}x {r['hardware']} {r['precision']} "
+        f"(w={r['weights_format']} a={r['activations_format']} kv={r['kv_cache_format']}, "
+        f"GEMMs at {r['gemm_compute_format']}), TP{r['tp']} PP{r['pp']} EP{r['ep']}, {r['framework']}{status}"
+    )
+    print_pairs(
+        [
+            ("fits", "yes" if r["fits"] else "no"),
+            ("weights per GPU", units.fmt_bytes(r["weights_bytes_per_gpu"])),
+            ("reserve per GPU", units.fmt_bytes(r["reserve_bytes_per_gpu"])),
+            ("KV cache per token per GPU", f"{r['kv_bytes_per_token_per_gpu']:,.0f} bytes"),
+            ("KV capacity", f"{r['kv_capacity_tokens']:,} tokens ({r['kv_capacity_blocks']:,} blocks)"),
+            (f"largest batch ({r['input_tokens']}+{r['output_tokens']} tokens)", f"{r['largest_batch']:,}"),
+            (f"prefill of one {r['input_tokens']}-token input", f"{ms(r['prefill_s']):.2f} ms"),
+            (
+                f"decode step, batch {r['batch']} at context {r['decode_context_tokens']:.0f}",
+                f"{ms(r['decode_step_s']):.2f} ms"
+                + ("" if r["batch_fits"] else "  (batch exceeds KV capacity)"),
+            ),
+            ("single-request TTFT", f"{ms(r['single_request_ttft_s']):.2f} ms"),
+            ("single-request TPOT", f"{ms(r['single_request_tpot_s']):.2f} ms"),
+            (
+                f"decode throughput at batch {r['batch']}",
+                f"{r['decode_output_tokens_per_s_per_gpu_at_batch']:,.0f} output tokens/s per GPU",
+            ),
+            (
+                "saturated decode throughput",
+                f"{r['saturated_decode_output_tokens_per_s_per_gpu']:,.0f} output tokens/s per GPU "
+                f"(batch {r['largest_batch']})",
+            ),
+            ("efficiency factors", r["efficiency_source"]),
+        ]
+    )
     for note in r["notes"]:
         typer.echo(f"note: {note}")
 
@@ -250,8 +298,12 @@ def simulate(
     replicas: Annotated[int, typer.Option("--replicas")] = 1,
     rate: Annotated[float | None, typer.Option("--rate", help="Poisson arrivals, requests/s")] = None,
     target_tps: Annotated[float | None, typer.Option("--target-tps", help="offered output tokens/s")] = None,
-    offline: Annotated[int | None, typer.Option("--offline", help="N requests all at t=0 (MLPerf Offline)")] = None,
-    benchmark: Annotated[str | None, typer.Option("--benchmark", help="token-length preset; default: the model's")] = None,
+    offline: Annotated[
+        int | None, typer.Option("--offline", help="N requests all at t=0 (MLPerf Offline)")
+    ] = None,
+    benchmark: Annotated[
+        str | None, typer.Option("--benchmark", help="token-length preset; default: the model's")
+    ] = None,
     duration: Annotated[float, typer.Option("--duration", help="seconds of arrivals")] = 120.0,
     router: Annotated[str, typer.Option("--router")] = "least-outstanding",
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -262,26 +314,46 @@ def simulate(
     slo: Annotated[str | None, typer.Option("--slo", help="mlperf-server or mlperf-interactive")] = None,
     ttft_p99_ms: Annotated[float | None, typer.Option("--ttft-p99-ms")] = None,
     tpot_p99_ms: Annotated[float | None, typer.Option("--tpot-p99-ms")] = None,
-    requests_out: Annotated[str | None, typer.Option("--requests-out", help="per-request records .parquet/.csv")] = None,
+    requests_out: Annotated[
+        str | None, typer.Option("--requests-out", help="per-request records .parquet/.csv")
+    ] = None,
     fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
 ) -> None:
     """Simulate a fleet of identical replicas serving a workload; report latency tails and throughput."""
-    dep = make_deployment(model, hardware, precision, Layout(tp=tp, pp=pp, ep=ep), framework=framework,
-                          kv_precision=kv_precision)
+    dep = make_deployment(
+        model,
+        hardware,
+        precision,
+        Layout(tp=tp, pp=pp, ep=ep),
+        framework=framework,
+        kv_precision=kv_precision,
+    )
     bench = benchmark or dep.model.mlperf_benchmark
     wl = _workload(bench, rate, target_tps, offline)
     slo_obj = _slo_for(bench, slo, ttft_p99_ms, tpot_p99_ms)
     if requests_out:
         check_output_path(requests_out, (".parquet", ".csv"))
-    outcome = run_simulation(dep, wl, num_replicas=replicas, duration_s=duration, router=router, seed=seed,
-                             slo=slo_obj)
+    outcome = run_simulation(
+        dep, wl, num_replicas=replicas, duration_s=duration, router=router, seed=seed, slo=slo_obj
+    )
     summary = outcome.summary.to_dict()
     result = {
-        "model": dep.model.id, "hardware": dep.accelerator.id, "precision": dep.precision_name, "tp": tp, "pp": pp,
-        "ep": ep, "framework": dep.framework, "replicas": replicas, "gpus": replicas * dep.layout.gpus,
-        "router": router, "seed": seed, "benchmark": bench, "duration_s": None if offline else duration,
+        "model": dep.model.id,
+        "hardware": dep.accelerator.id,
+        "precision": dep.precision_name,
+        "tp": tp,
+        "pp": pp,
+        "ep": ep,
+        "framework": dep.framework,
+        "replicas": replicas,
+        "gpus": replicas * dep.layout.gpus,
+        "router": router,
+        "seed": seed,
+        "benchmark": bench,
+        "duration_s": None if offline else duration,
         "offered_rate_per_s": None if offline else wl.arrivals.mean_rate_per_s,
-        "offline_requests": offline, "num_requests": outcome.num_requests,
+        "offline_requests": offline,
+        "num_requests": outcome.num_requests,
         "slo_ttft_p99_s": slo_obj.ttft_p99_s if slo_obj else None,
         "slo_tpot_p99_s": slo_obj.tpot_p99_s if slo_obj else None,
         **summary,
@@ -291,7 +363,9 @@ def simulate(
         result["slo_attainment"] = summary.get("slo_attainment_frac")
     if requests_out:
         columns, col_units = records_columns(outcome.run)
-        write_columns(columns, requests_out, units=col_units, meta={"inputs": {k: result[k] for k in list(result)[:17]}})
+        write_columns(
+            columns, requests_out, units=col_units, meta={"inputs": {k: result[k] for k in list(result)[:17]}}
+        )
     if fmt is OutputFormat.json:
         print_json(result)
         return
@@ -300,15 +374,23 @@ def simulate(
 
 def _print_simulation(r: dict[str, Any]) -> None:
     ms = units.s_to_ms
-    load = f"offline {r['offline_requests']} requests" if r["offline_requests"] else (
-        f"{r['offered_rate_per_s']:.2f} req/s for {r['duration_s']:.0f} s")
-    typer.echo(f"{r['model']} on {r['replicas']} x TP{r['tp']} {r['hardware']} {r['precision']} ({r['gpus']} GPUs), "
-               f"{load}, router {r['router']}, seed {r['seed']}")
+    load = (
+        f"offline {r['offline_requests']} requests"
+        if r["offline_requests"]
+        else (f"{r['offered_rate_per_s']:.2f} req/s for {r['duration_s']:.0f} s")
+    )
+    typer.echo(
+        f"{r['model']} on {r['replicas']} x TP{r['tp']} {r['hardware']} {r['precision']} ({r['gpus']} GPUs), "
+        f"{load}, router {r['router']}, seed {r['seed']}"
+    )
     if r["saturated"]:
         typer.echo(f"SATURATED: {r['saturation_reason']} (the load exceeds what this fleet can carry)")
     rows = [
         ("completed requests", f"{r['completed_requests']:,} of {r['arrived_requests']:,}"),
-        ("output tokens/s (MLPerf)", f"{r['output_tokens_per_s']:,.0f}  ({r['output_tokens_per_s_per_gpu']:,.0f} per GPU)"),
+        (
+            "output tokens/s (MLPerf)",
+            f"{r['output_tokens_per_s']:,.0f}  ({r['output_tokens_per_s_per_gpu']:,.0f} per GPU)",
+        ),
         ("output tokens/s (steady window)", f"{r['steady_output_tokens_per_s']:,.0f}"),
     ]
     for name in ("ttft", "tpot", "e2e", "queue_delay"):
@@ -316,21 +398,32 @@ def _print_simulation(r: dict[str, Any]) -> None:
         if p50 is None or not math.isfinite(p50):
             continue
         lo, hi = r.get(f"{name}_p99_ci_low_s"), r.get(f"{name}_p99_ci_high_s")
-        ci = f"  (95% CI {ms(lo):.1f}-{ms(hi):.1f})" if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi) else ""
+        ci = (
+            f"  (95% CI {ms(lo):.1f}-{ms(hi):.1f})"
+            if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi)
+            else ""
+        )
         rows.append((f"{name.upper().replace('_', ' ')} p50 / p99", f"{ms(p50):.1f} / {ms(p99):.1f} ms{ci}"))
     rows.append(("utilisation", f"{units.frac_to_pct(r['utilisation_frac']):.1f}%"))
     rows.append(("KV occupancy (mean)", f"{units.frac_to_pct(r['kv_occupancy_mean_frac']):.1f}%"))
     rows.append(("preemptions", f"{r['preemptions']:,}"))
     if r.get("slo_attainment") is not None:
-        rows.append(("SLO attainment", f"{units.frac_to_pct(r['slo_attainment']):.2f}% (p99 TTFT <= "
-                     f"{ms(r['slo_ttft_p99_s']):.0f} ms, p99 TPOT <= {ms(r['slo_tpot_p99_s']):.0f} ms)"))
+        rows.append(
+            (
+                "SLO attainment",
+                f"{units.frac_to_pct(r['slo_attainment']):.2f}% (p99 TTFT <= "
+                f"{ms(r['slo_ttft_p99_s']):.0f} ms, p99 TPOT <= {ms(r['slo_tpot_p99_s']):.0f} ms)",
+            )
+        )
     print_pairs(rows)
 
 
 # ------------------------------------------------------------------------------ size, compare, sweep, schema
 ScenarioArg = Annotated[str, typer.Argument(help="scenario file, or the name of a shipped scenario")]
-SetOpt = Annotated[list[str] | None, typer.Option(
-    "--set", help="override a scenario field, path=value (repeatable), e.g. slo.tpot_p99_ms=40")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="override a scenario field, path=value (repeatable), e.g. slo.tpot_p99_ms=40"),
+]
 TableOutOpt = Annotated[str | None, typer.Option("--out", help="write the table: .csv .parquet .json .md")]
 PlotOpt = Annotated[str | None, typer.Option("--plot", help="write a figure: .png or .svg")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress on stderr")]
@@ -352,9 +445,15 @@ class _ProgressDisplay:
         if self.live:
             from rich import progress as rp
 
-            self.bar = rp.Progress(rp.SpinnerColumn(), rp.TextColumn("{task.description}"), rp.BarColumn(),
-                                   rp.MofNCompleteColumn(), rp.TimeElapsedColumn(), console=self.console,
-                                   transient=True)
+            self.bar = rp.Progress(
+                rp.SpinnerColumn(),
+                rp.TextColumn("{task.description}"),
+                rp.BarColumn(),
+                rp.MofNCompleteColumn(),
+                rp.TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
             self.bar.start()
         return self
 
@@ -368,13 +467,15 @@ class _ProgressDisplay:
         text = f"{event.stage} {event.label}: {event.message}"
         if self.bar is None:
             if event.finished:
-                typer.echo(f"[{event.stage} {event.done}/{event.total}] {event.label}: {event.message}",
-                           err=True)
+                typer.echo(
+                    f"[{event.stage} {event.done}/{event.total}] {event.label}: {event.message}", err=True
+                )
             return
         if event.stage not in self.tasks:
             self.tasks[event.stage] = self.bar.add_task(text, total=event.total)
-        self.bar.update(self.tasks[event.stage], completed=event.done, total=event.total,
-                        description=text[:70])
+        self.bar.update(
+            self.tasks[event.stage], completed=event.done, total=event.total, description=text[:70]
+        )
 
 
 def _check_outputs(out: str | None, plot: str | None) -> None:
@@ -389,45 +490,68 @@ def _check_outputs(out: str | None, plot: str | None) -> None:
 def _display_columns(compare: bool) -> tuple[Any, ...]:
     from simulator.report import Column, fmt_count, fmt_ms, fmt_number, fmt_pct, fmt_ratio, fmt_usd, text_col
 
-    ident = (text_col("hardware", "hardware"), text_col("precision", "format"), text_col("layout", "layout"),
-             Column("replicas", "replicas", fmt_count), Column("gpus", "GPUs", fmt_count))
-    cost = (Column("usd_per_hour", "$/hour", fmt_usd),
-            Column("usd_per_million_output_tokens", "$/M out tok", fmt_usd))
+    ident = (
+        text_col("hardware", "hardware"),
+        text_col("precision", "format"),
+        text_col("layout", "layout"),
+        Column("replicas", "replicas", fmt_count),
+        Column("gpus", "GPUs", fmt_count),
+    )
+    cost = (
+        Column("usd_per_hour", "$/hour", fmt_usd),
+        Column("usd_per_million_output_tokens", "$/M out tok", fmt_usd),
+    )
     if compare:
-        return (*ident, Column("gpus_vs_baseline", "GPUs vs base", fmt_ratio),
-                Column("output_tokens_per_s_per_gpu", "tok/s/GPU", fmt_number(0)),
-                Column("uplift_vs_baseline", "tok/s/GPU vs base", fmt_ratio),
-                Column("ttft_p99_s", "p99 TTFT (ms)", fmt_ms), Column("tpot_p99_s", "p99 TPOT (ms)", fmt_ms),
-                Column("power_kw", "IT power (kW)", fmt_number(1)),
-                Column("power_kw_vs_baseline", "power vs base", fmt_ratio),
-                *cost, Column("usd_per_million_output_tokens_vs_baseline", "$/M tok vs base", fmt_ratio),
-                text_col("check", "check"))
-    return (Column("rank", "#", fmt_count), *ident, Column("nodes", "nodes", fmt_count),
-            Column("racks", "racks", fmt_count), Column("output_tokens_per_s", "out tok/s", fmt_number(0)),
+        return (
+            *ident,
+            Column("gpus_vs_baseline", "GPUs vs base", fmt_ratio),
             Column("output_tokens_per_s_per_gpu", "tok/s/GPU", fmt_number(0)),
-            Column("ttft_p99_s", "p99 TTFT (ms)", fmt_ms), Column("tpot_p99_s", "p99 TPOT (ms)", fmt_ms),
-            Column("load_frac", "load (%)", fmt_pct), Column("kv_occupancy_mean_frac", "KV (%)", fmt_pct),
+            Column("uplift_vs_baseline", "tok/s/GPU vs base", fmt_ratio),
+            Column("ttft_p99_s", "p99 TTFT (ms)", fmt_ms),
+            Column("tpot_p99_s", "p99 TPOT (ms)", fmt_ms),
             Column("power_kw", "IT power (kW)", fmt_number(1)),
-            Column("facility_power_kw", "facility (kW)", fmt_number(1)),
-            *cost, text_col("check", "check"))
+            Column("power_kw_vs_baseline", "power vs base", fmt_ratio),
+            *cost,
+            Column("usd_per_million_output_tokens_vs_baseline", "$/M tok vs base", fmt_ratio),
+            text_col("check", "check"),
+        )
+    return (
+        Column("rank", "#", fmt_count),
+        *ident,
+        Column("nodes", "nodes", fmt_count),
+        Column("racks", "racks", fmt_count),
+        Column("output_tokens_per_s", "out tok/s", fmt_number(0)),
+        Column("output_tokens_per_s_per_gpu", "tok/s/GPU", fmt_number(0)),
+        Column("ttft_p99_s", "p99 TTFT (ms)", fmt_ms),
+        Column("tpot_p99_s", "p99 TPOT (ms)", fmt_ms),
+        Column("load_frac", "load (%)", fmt_pct),
+        Column("kv_occupancy_mean_frac", "KV (%)", fmt_pct),
+        Column("power_kw", "IT power (kW)", fmt_number(1)),
+        Column("facility_power_kw", "facility (kW)", fmt_number(1)),
+        *cost,
+        text_col("check", "check"),
+    )
 
 
 def _render(rows: list[dict[str, Any]], compare: bool) -> str:
     from simulator.report import render_rows
 
-    shown = [{**r, "check": ("fleet sim" if r.get("verified") else "estimate") if r.get("feasible") else None}
-             for r in rows]
+    shown = [
+        {**r, "check": ("fleet sim" if r.get("verified") else "estimate") if r.get("feasible") else None}
+        for r in rows
+    ]
     return render_rows(shown, _display_columns(compare))
 
 
 def _headline(head: dict[str, Any], scenario: Any) -> str:
     ms = units.s_to_ms
     source = f" ({scenario.slo.source})" if scenario.slo.source else ""
-    return (f"{head['model']} at {head['target_output_tokens_per_s']:,.0f} output tokens/s "
-            f"({head['target_rate_per_s']:,.1f} req/s), p99 TTFT <= {ms(head['slo_ttft_p99_s']):,.0f} ms and "
-            f"TPOT <= {ms(head['slo_tpot_p99_s']):,.0f} ms{source}; router {head['router']}, "
-            f"seed {head['seed']}"
-            + (f", fidelity {head['fidelity']:g}" if head["fidelity"] < 1 else ""))
+    return (
+        f"{head['model']} at {head['target_output_tokens_per_s']:,.0f} output tokens/s "
+        f"({head['target_rate_per_s']:,.1f} req/s), p99 TTFT <= {ms(head['slo_ttft_p99_s']):,.0f} ms and "
+        f"TPOT <= {ms(head['slo_tpot_p99_s']):,.0f} ms{source}; router {head['router']}, "
+        f"seed {head['seed']}" + (f", fidelity {head['fidelity']:g}" if head["fidelity"] < 1 else "")
+    )
 
 
 def _count(n: int, noun: str) -> str:
@@ -439,10 +563,15 @@ def _notes(rows: list[dict[str, Any]], scenario: Any) -> None:
     if announced:
         typer.echo(f"note: {', '.join(announced)}: ANNOUNCED hardware, projected figures")
     if any(r.get("feasible") and not r.get("verified") for r in rows):
-        which = ("simulation.verify is 'none'" if scenario.simulation.verify == "none" else
-                 "only competitive candidates get whole-fleet simulations")
-        typer.echo("note: 'estimate' rows are sized from one replica (Poisson splitting: an upper bound for "
-                   f"state-aware routers); {which}")
+        which = (
+            "simulation.verify is 'none'"
+            if scenario.simulation.verify == "none"
+            else "only competitive candidates get whole-fleet simulations"
+        )
+        typer.echo(
+            "note: 'estimate' rows are sized from one replica (Poisson splitting: an upper bound for "
+            f"state-aware routers); {which}"
+        )
 
 
 @app.command()
@@ -477,11 +606,15 @@ def size(
         _notes(result.rows, sc)
         best = result.best
         if best is not None:
-            typer.echo(f"best: {best['hardware']} {best['precision']} {best['layout']}: {best['replicas']:,} "
-                       f"replicas = {best['gpus']:,} GPUs in {_count(best['nodes'], 'node')}, "
-                       f"{_count(best['racks'], 'rack')}")
-        typer.echo(f"sized {len(result.rows)} candidates with {result.num_simulations} simulations in "
-                   f"{result.wall_s:.1f} s")
+            typer.echo(
+                f"best: {best['hardware']} {best['precision']} {best['layout']}: {best['replicas']:,} "
+                f"replicas = {best['gpus']:,} GPUs in {_count(best['nodes'], 'node')}, "
+                f"{_count(best['racks'], 'rack')}"
+            )
+        typer.echo(
+            f"sized {len(result.rows)} candidates with {result.num_simulations} simulations in "
+            f"{result.wall_s:.1f} s"
+        )
     if result.best is None:
         raise NoFeasibleAnswer("no candidate meets the SLOs at the target load (reasons above)")
 
@@ -491,8 +624,12 @@ def compare(
     scenario: ScenarioArg,
     hardware: Annotated[str | None, typer.Option("--hardware", help="comma list: mi300x,h200,b200")] = None,
     baseline: Annotated[str | None, typer.Option("--baseline", help="divide by it (default: first)")] = None,
-    formats: Annotated[str, typer.Option(
-        "--formats", help="'auto' (each generation in its MLPerf precision), 'scenario' or a list")] = "auto",
+    formats: Annotated[
+        str,
+        typer.Option(
+            "--formats", help="'auto' (each generation in its MLPerf precision), 'scenario' or a list"
+        ),
+    ] = "auto",
     set_: SetOpt = None,
     fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
     out: TableOutOpt = None,
@@ -509,15 +646,25 @@ def compare(
     _check_outputs(out, plot)
     chosen = None if formats == "scenario" else formats if formats == "auto" else formats.split(",")
     with _ProgressDisplay(quiet) as progress:
-        result = planner.compare(sc, hardware=hardware.split(",") if hardware else None, baseline=baseline,
-                                 formats=chosen, curves=bool(plot), progress=progress)
+        result = planner.compare(
+            sc,
+            hardware=hardware.split(",") if hardware else None,
+            baseline=baseline,
+            formats=chosen,
+            curves=bool(plot),
+            progress=progress,
+        )
     if out:
         meta = {**result.sizing.meta(), "baseline": result.baseline}
         write_table(result.rows, out, units=planner.ROW_UNITS, meta=meta)
     if plot:
-        plot_comparison([{**r, "format": r.get("precision")} for r in result.rows], result.curves, plot,
-                        title=f"{sc.model} at {sc.target_output_tokens_per_s():,.0f} output tok/s, "
-                              f"baseline {result.baseline}")
+        plot_comparison(
+            [{**r, "format": r.get("precision")} for r in result.rows],
+            result.curves,
+            plot,
+            title=f"{sc.model} at {sc.target_output_tokens_per_s():,.0f} output tok/s, "
+            f"baseline {result.baseline}",
+        )
     if fmt is OutputFormat.json:
         print_json(result.to_json())
     else:
@@ -526,8 +673,10 @@ def compare(
         typer.echo(_render(result.rows, compare=True))
         _notes(result.rows, sc)
         sizing = result.sizing
-        typer.echo(f"sized {len(sizing.rows)} candidates with {sizing.num_simulations} simulations in "
-                   f"{sizing.wall_s:.1f} s")
+        typer.echo(
+            f"sized {len(sizing.rows)} candidates with {sizing.num_simulations} simulations in "
+            f"{sizing.wall_s:.1f} s"
+        )
     if not any(r.get("feasible") for r in result.rows):
         raise NoFeasibleAnswer("no hardware meets the SLOs at the target load (reasons above)")
 
@@ -554,18 +703,28 @@ def sweep(
     with _ProgressDisplay(quiet) as progress:
         rows = planner.sweep(raw, axes, overrides=overrides, where=str(path), progress=progress)
     if out:
-        meta = {"scenario": str(path), "grid": {".".join(p): v for p, v in axes}, "set": list(set_ or []),
-                "fleetsim_version": __version__}
+        meta = {
+            "scenario": str(path),
+            "grid": {".".join(p): v for p, v in axes},
+            "set": list(set_ or []),
+            "fleetsim_version": __version__,
+        }
         write_table(rows, out, units=planner.ROW_UNITS, meta=meta)
     if fmt is OutputFormat.json:
         print_json({"scenario": str(path), "grid": [".".join(p) for p, _ in axes], "rows": rows})
     else:
         cols = [text_col(".".join(p), ".".join(p)) for p, _ in axes] + [
-            text_col("hardware", "hardware"), text_col("precision", "format"), text_col("layout", "layout"),
-            Column("replicas", "replicas", fmt_count), Column("gpus", "GPUs", fmt_count),
+            text_col("hardware", "hardware"),
+            text_col("precision", "format"),
+            text_col("layout", "layout"),
+            Column("replicas", "replicas", fmt_count),
+            Column("gpus", "GPUs", fmt_count),
             Column("output_tokens_per_s_per_gpu", "tok/s/GPU", fmt_number(0)),
-            Column("ttft_p99_s", "p99 TTFT (ms)", fmt_ms), Column("tpot_p99_s", "p99 TPOT (ms)", fmt_ms),
-            Column("power_kw", "IT power (kW)", fmt_number(1)), Column("usd_per_hour", "$/hour", fmt_usd)]
+            Column("ttft_p99_s", "p99 TTFT (ms)", fmt_ms),
+            Column("tpot_p99_s", "p99 TPOT (ms)", fmt_ms),
+            Column("power_kw", "IT power (kW)", fmt_number(1)),
+            Column("usd_per_hour", "$/hour", fmt_usd),
+        ]
         flat = [{k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()} for r in rows]
         typer.echo(render_rows(flat, cols))
     if not any(r.get("feasible") for r in rows):
@@ -620,7 +779,9 @@ def main(argv: list[str] | None = None) -> None:
 # (registered at import; kept at the end of the module, after the entry point, in its own section)
 @app.command()
 def calibrate(
-    results: Annotated[str | None, typer.Option("--results", help="results CSV (default: shipped MLPerf data)")] = None,
+    results: Annotated[
+        str | None, typer.Option("--results", help="results CSV (default: shipped MLPerf data)")
+    ] = None,
     write: Annotated[bool, typer.Option("--write", help="update hardware_profiles/calibration.yaml")] = False,
     out: Annotated[str | None, typer.Option("--out", help="write the calibration YAML here instead")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
@@ -635,20 +796,28 @@ def calibrate(
     if fmt is OutputFormat.json:
         print_json(result)
         return
-    typer.echo(f"{'group':<34}{'rows':>6}{'compute':>9}{'memory':>8}{'network':>9}{'overhead ms':>13}{'APE %':>8}")
+    typer.echo(
+        f"{'group':<34}{'rows':>6}{'compute':>9}{'memory':>8}{'network':>9}{'overhead ms':>13}{'APE %':>8}"
+    )
     for key, g in result["groups"].items():
         p = g["params"]
         ape = g.get("median_ape_pct")
-        typer.echo(f"{key:<34}{g['n_rows']:>6}{p['compute_frac']:>9.3f}{p['memory_frac']:>8.3f}"
-                   f"{p['network_frac']:>9.3f}{p['step_overhead_ms']:>13.2f}"
-                   f"{'' if ape is None else f'{ape:.1f}':>8}")
-    typer.echo(f"fitted on {result['n_rows']} rows; " + (f"wrote {result['path']}" if result["path"]
-                                                         else "not written (use --write or --out)"))
+        typer.echo(
+            f"{key:<34}{g['n_rows']:>6}{p['compute_frac']:>9.3f}{p['memory_frac']:>8.3f}"
+            f"{p['network_frac']:>9.3f}{p['step_overhead_ms']:>13.2f}"
+            f"{'' if ape is None else f'{ape:.1f}':>8}"
+        )
+    typer.echo(
+        f"fitted on {result['n_rows']} rows; "
+        + (f"wrote {result['path']}" if result["path"] else "not written (use --write or --out)")
+    )
 
 
 @app.command()
 def validate(
-    results: Annotated[str | None, typer.Option("--results", help="results CSV (default: shipped MLPerf data)")] = None,
+    results: Annotated[
+        str | None, typer.Option("--results", help="results CSV (default: shipped MLPerf data)")
+    ] = None,
     cv: Annotated[str | None, typer.Option("--cv", help="out-of-sample: version or system")] = None,
     mode: Annotated[str, typer.Option("--mode", help="full (simulation) or fast (steady state)")] = "full",
     jobs: Annotated[int, typer.Option("--jobs", help="worker processes")] = 1,
@@ -663,7 +832,13 @@ def validate(
     log = None if quiet else (lambda msg: typer.echo(msg, err=True))
     result = val.validate(results, cv=cv, mode=mode, jobs=jobs, log=log)
     if fmt is OutputFormat.json:
-        print_json({"rows": result["rows"], "summary": result["summary"], "folds": result["folds"],
-                    "meta": result["meta"]})
+        print_json(
+            {
+                "rows": result["rows"],
+                "summary": result["summary"],
+                "folds": result["folds"],
+                "meta": result["meta"],
+            }
+        )
         return
     typer.echo(val.format_table(result))

@@ -228,17 +228,24 @@ def read_units(path: str | Path) -> dict[str, str]:
 
 
 def write_columns(
-    columns: Mapping[str, Any], path: str | Path, *, units: Mapping[str, str], meta: Mapping[str, Any] | None = None
+    columns: Mapping[str, Any],
+    path: str | Path,
+    *,
+    units: Mapping[str, str],
+    meta: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write equal-length numpy columns (e.g. per-request records) to .parquet or .csv, atomically,
     with each column's unit in the Parquet field metadata."""
     path = Path(path)
     suffix = _suffix(path, (".parquet", ".csv"), "write")
-    fields = [pa.field(k, pa.array(v).type, metadata={"unit": units[k]} if k in units else None)
-              for k, v in columns.items()]
+    fields = [
+        pa.field(k, pa.array(v).type, metadata={"unit": units[k]} if k in units else None)
+        for k, v in columns.items()
+    ]
     schema_meta = {str(k): v if isinstance(v, str) else json.dumps(plain(v)) for k, v in (meta or {}).items()}
-    table = pa.Table.from_arrays([pa.array(v) for v in columns.values()],
-                                 schema=pa.schema(fields, metadata=schema_meta or None))
+    table = pa.Table.from_arrays(
+        [pa.array(v) for v in columns.values()], schema=pa.schema(fields, metadata=schema_meta or None)
+    )
     if suffix == ".parquet":
         return atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     import pyarrow.csv as pacsv

@@ -153,6 +153,11 @@ def millions(value: float) -> float:
     return value / MILLION
 
 
+def billions(value: float) -> float:
+    """A count to billions, for display (e.g. parameter counts)."""
+    return value / GB
+
+
 def fmt_bytes(value_bytes: float) -> str:
     """Human display of a byte count in GiB (binary), e.g. '35.2 GiB'."""
     return f"{bytes_to_gib(value_bytes):.1f} GiB"
