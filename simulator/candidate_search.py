@@ -159,6 +159,7 @@ def _rejected(reason: str, num_evaluations: int = 0) -> SizingOutcome:
 
 
 def limits_text(sc: Scenario) -> str:
+    """The packaging limits the scenario sets, e.g. 'packaging.max_gpus=64 and packaging.max_racks=2'."""
     pk = sc.packaging
     return " and ".join(
         p

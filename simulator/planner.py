@@ -11,11 +11,11 @@ Per candidate (hardware x format x layout, see ``candidates.enumerate_candidates
    router splits Poisson arrivals into Poisson streams, so n replicas at target/n each behave exactly
    like the one replica, and state-aware routers (least-outstanding, ...) do at least as well.
 3. Verify: ``sizing.min_replicas``, whole-fleet simulations with the scenario's router at the target,
-   starting at the estimate, until the fleet passes and one replica fewer fails (the first two fleets
-   run in parallel when there are spare CPUs). Fleet runs are the
-   expensive part, so by default (``simulation.verify: competitive``) only candidates whose estimate is
-   within ``verify_margin_frac`` of the best (GPUs, or $/hour with costs; per hardware in ``compare``)
-   are verified, repeating until no unverified estimate can beat a verified answer. Other rows keep the
+   starting from the middle of the one-replica bracket, until the fleet passes and one replica fewer
+   fails (the first two fleets run in parallel when a CPU is free). Fleet runs are the expensive part,
+   so by default (``simulation.verify: competitive``) only candidates whose estimate is within
+   ``verify_margin_frac`` of the best (GPUs, or $/hour with costs; per hardware in ``compare``) are
+   verified, repeating until no unverified estimate can beat a verified answer. Other rows keep the
    estimate (``verified: false``, an upper bound for state-aware routers).
 4. Packaging (nodes, racks, power, cost) of the replica count, with the scenario's headroom.
 
@@ -70,6 +70,7 @@ ROW_UNITS: dict[str, str] = {
     "ttft_p50_s": "s",
     "tpot_p50_s": "s",
     "e2e_mean_s": "s",
+    "e2e_p99_s": "s",
     "best_ttft_p99_s": "s",
     "best_tpot_p99_s": "s",
     "preemptions": "count",
