@@ -12,7 +12,6 @@ import sys
 from enum import Enum
 from typing import Annotated, Any
 
-import click
 import typer
 
 from simulator import units
@@ -749,11 +748,10 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-# Typer >= 0.24 vendors click: catch both its exception classes and click's own.
-_USAGE_ERRORS = tuple(
-    {click.exceptions.UsageError, *(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")}
-)
-_ABORTS = tuple({click.exceptions.Abort, typer.Abort})
+# Usage errors and aborts as typer raises them (recent typer vendors click; older typer re-exports
+# click's classes): found through typer's own exception classes, so click need not be installed.
+_USAGE_ERRORS = tuple(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_ABORTS = (typer.Abort,)
 
 
 def main(argv: list[str] | None = None) -> None:
