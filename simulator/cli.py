@@ -498,7 +498,7 @@ def _display_columns(compare: bool) -> tuple[Any, ...]:
     )
     cost = (
         Column("usd_per_hour", "$/hour", fmt_usd),
-        Column("usd_per_million_output_tokens", "$/M out tok", fmt_usd),
+        Column("usd_per_million_output_tokens", "$/M out tok", fmt_number(3)),
     )
     if compare:
         return (
