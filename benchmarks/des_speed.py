@@ -39,7 +39,7 @@ def main() -> None:
     # whatever the calibration file says: this benchmark measures simulator speed, not accuracy.
     acc = load_accelerator("mi355x")
     eff = lookup_efficiency(acc.id, acc.architecture, "fp4", "vllm", calibration={})
-    dep = make_deployment("llama2-70b", acc, "fp4", Layout(tp=1), efficiency=eff)
+    dep = make_deployment("llama2-70b", acc, "fp4", Layout(tp=1), efficiency=eff, step_time_scale=1.0)
     workload = Workload(arrivals=PoissonArrivals(rate_per_s=args.rate), benchmark="llama2-70b")
     seqs = np.random.SeedSequence(args.seed).spawn(3)
     requests = workload.generate(

@@ -21,8 +21,10 @@ Model factors (``model_factors``, top level, NOT efficiencies; ``use_model_facto
 the architecture level, one log throughput multiplier per benchmark model = the shrunk mean residual of its
 rows (prior N(0, SIGMA_MODEL^2)). It stands for what the iteration model misses for that model's kernels
 (MoE grouped GEMMs at small per-expert batches, MLA, attention sinks, sampling) and applies to every
-accelerator alike; a model absent from the training rows gets none. ``lookup_efficiency`` ignores it;
-``replay.predict`` applies it.
+accelerator alike; a model absent from the training rows gets none. ``replay.predict`` multiplies the
+predicted throughput by exp(factor); sizing (``make_deployment``) applies it as a kernel-time scale
+exp(-factor) (``Deployment.step_time_scale``), which is the same for throughput-bound (Offline-like)
+operation and approximate under a TPOT limit. Replays never get the scale (no double counting).
 Output (``fit``): {"groups": {key: {"params", "n_rows", "residuals", "provenance"}}, "meta": {...}} --
 the layout ``efficiency.lookup_efficiency`` reads from ``hardware_profiles/calibration.yaml``.
 """
@@ -50,6 +52,8 @@ OVERHEAD_MAX_MS = 30.0
 RESIDUAL_SIGMA = 0.15
 SIGMA_VENDOR, SIGMA_ARCH, SIGMA_GROUP = 0.5, 0.25, 0.15
 SIGMA_MODEL = 0.5           # prior spread of a per-model throughput factor (log)
+SIGMA_SCENARIO = 0.3        # prior spread of a scenario's factor around its model's (log)
+SIGMA_VERSION = 0.3         # prior spread of a round's (software) offset (log)
 MIN_GROUP_ROWS = 4          # fewer rows: the group gets no entry of its own (its pool answers)
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 _PARAMS = ("compute_frac", "memory_frac", "step_overhead_ms")
@@ -187,7 +191,7 @@ def log_residuals(items: Sequence[tuple[mlperf.ResultRow, mlperf.ReplaySpec, lis
                 part = replay.predict_part(key, count, calibration, mode="fast")
                 cache[key, count] = part.get("tokens_per_s", 0.0)
             total += cache[key, count]
-        total *= math.exp(replay.model_log_factor(spec.model_id, factors))
+        total *= math.exp(replay.model_log_factor(spec.model_id, factors, spec.scenario, spec.version))
         out.append(math.log(row.measured / total) if total > 0 else 3.0)
     return np.asarray(out)
 
@@ -207,15 +211,29 @@ def _fit_level(items: list, state: _State, setter: Callable[[np.ndarray], None],
 
 
 def _fit_model_factors(items: list, state: _State) -> None:
-    """Per benchmark model: shrunk mean log residual after the architecture level (see module docstring)."""
+    """Per benchmark model: shrunk mean log residual after the architecture level (prior N(0, SIGMA_MODEL^2));
+    per scenario of it, the shrunk mean around the model's (prior N(model, SIGMA_SCENARIO^2)); then per
+    MLPerf round, the shrunk mean of what is left (prior N(0, SIGMA_VERSION^2)): the software of a round.
+    See the module docstring."""
     residuals = log_residuals(items, state.calibration(), {})
-    shrink = (RESIDUAL_SIGMA / SIGMA_MODEL) ** 2
-    by_model: dict[str, list[float]] = {}
-    for (_, spec, _), r in zip(items, residuals, strict=True):
-        by_model.setdefault(spec.model_id, []).append(float(r))
-    state.model_factors = {
-        m: {"log_throughput_factor": round(sum(rs) / (len(rs) + shrink), 4), "n_rows": len(rs)}
-        for m, rs in sorted(by_model.items())}
+    k_model, k_scen = (RESIDUAL_SIGMA / SIGMA_MODEL) ** 2, (RESIDUAL_SIGMA / SIGMA_SCENARIO) ** 2
+    k_version = (RESIDUAL_SIGMA / SIGMA_VERSION) ** 2
+    state.model_factors = {}
+    for model in sorted({spec.model_id for _, spec, _ in items}):
+        mine = [(spec, float(r)) for (_, spec, _), r in zip(items, residuals, strict=True)
+                if spec.model_id == model]
+        f_model = sum(r for _, r in mine) / (len(mine) + k_model)
+        by_scenario = {}
+        for sc in sorted({spec.scenario for spec, _ in mine}):
+            rs = [r for spec, r in mine if spec.scenario == sc]
+            by_scenario[sc] = f_model + sum(r - f_model for r in rs) / (len(rs) + k_scen)
+        by_version = {}
+        for v in sorted({spec.version for spec, _ in mine}, key=mlperf.version_key):
+            rs = [r - by_scenario[spec.scenario] for spec, r in mine if spec.version == v]
+            by_version[v] = round(sum(rs) / (len(rs) + k_version), 4)
+        state.model_factors[model] = {
+            "log_throughput_factor": round(f_model, 4), "n_rows": len(mine),
+            "by_scenario": {sc: round(v, 4) for sc, v in by_scenario.items()}, "by_version": by_version}
 
 
 def fit(rows: Sequence[mlperf.ResultRow], source: str = "", log: Callable[[str], None] | None = None,

@@ -5,7 +5,8 @@ The steps are those of :mod:`simulator.planner` (which runs them for every candi
 Poisson-splitting estimate) and returns a :class:`Found`, or a :class:`CandidateResult` for a rejected
 candidate; :func:`finish_one` does steps 3-4 (whole-fleet verification with ``sizing.min_replicas`` or the
 estimate kept as is; packaging; the table row). ``Found`` and ``CandidateResult`` are picklable, so the
-planner can run candidates in worker processes.
+planner can run candidates in worker processes. Other cases of a candidate (efficiency factors, hardware
+figure overrides: :mod:`simulator.variants`) go through the same steps.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,8 +49,7 @@ from simulator.sizing import (
 from simulator.units import s_to_ms, w_to_kw
 
 EvaluatorFactory = Callable[[Deployment, Scenario, Bounds], Evaluator]
-EfficiencyVariants = Callable[[Deployment], Mapping[str, Efficiency]]
-
+Overrides = tuple[tuple[str, float], ...]  # (SI figure key, value) for ``Accelerator.with_overrides``
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,6 @@ class Hooks:
     """The planner's hooks (see :mod:`simulator.planner`) and the extra interactivity loads."""
 
     evaluator_factory: EvaluatorFactory | None = None
-    efficiency_variants: EfficiencyVariants | None = None
     curve_fractions: tuple[float, ...] = ()
 
 
@@ -89,6 +88,7 @@ class Found:
     trace: tuple[tuple[float, LoadVerdict], ...]
     estimate: int
     num_evaluations: int
+    accelerator_overrides: Overrides = ()  # a Variant's hardware figures (``_deploy`` applies them)
 
     def key(self, scenario: Scenario) -> float:
         """What ranking compares: GPUs of the estimate, or its $/hour when costs are given."""
@@ -171,11 +171,14 @@ def limits_text(sc: Scenario) -> str:
     )
 
 
-def _deploy(sc: Scenario, cand: Candidate, efficiency: Efficiency | None = None) -> Deployment:
+def _deploy(
+    sc: Scenario, cand: Candidate, efficiency: Efficiency | None = None, overrides: Overrides = ()
+) -> Deployment:
     eng = sc.engine
+    acc = accelerator_for(sc, cand.hardware)
     return make_deployment(
         sc.model,
-        accelerator_for(sc, cand.hardware),
+        acc.with_overrides(**dict(overrides)) if overrides else acc,
         cand.precision,
         cand.layout,
         framework=eng.framework,
@@ -192,13 +195,18 @@ def _bounds(sc: Scenario, dep: Deployment) -> Bounds:
     )
 
 
+def deployment_of(sc: Scenario, found: Found) -> Deployment:
+    """The deployment a searched candidate was sized with (its efficiency and hardware overrides)."""
+    return _deploy(sc, found.candidate, found.efficiency, found.accelerator_overrides)
+
+
 def screen_one(
-    sc: Scenario, cand: Candidate, efficiency: Efficiency | None = None
+    sc: Scenario, cand: Candidate, efficiency: Efficiency | None = None, overrides: Overrides = ()
 ) -> tuple[Deployment, Bounds, Rack, int | None] | CandidateResult:
     """Step 1 (no simulation): the row of a candidate rejected up front, or what its search needs."""
     rack = rack_for(sc, accelerator_for(sc, cand.hardware))
     try:
-        dep = _deploy(sc, cand, efficiency)
+        dep = _deploy(sc, cand, efficiency, overrides)
         require_fit(dep, plan_memory(dep))
         pack(sc, rack, cand.layout, 1)
     except InputError as exc:
@@ -243,10 +251,14 @@ def search_one(
     hooks: Hooks | None = None,
     message: Message | None = None,
     efficiency: Efficiency | None = None,
+    overrides: Overrides = (),
+    rate_guess_per_s: Callable[[Bounds], float] | None = None,
 ) -> Found | CandidateResult:
-    """Steps 1-2 of the module docstring: a rejected row, or the one-replica search's result."""
+    """Steps 1-2 of the module docstring: a rejected row, or the one-replica search's result.
+    ``rate_guess_per_s(bounds)`` replaces the analytic first guess by a close one: the search then
+    brackets it in steps of (1 + rel_tol)^2 (it only saves evaluations)."""
     hooks = hooks or Hooks()
-    screened = screen_one(sc, cand, efficiency)
+    screened = screen_one(sc, cand, efficiency, overrides)
     if isinstance(screened, CandidateResult):
         return screened
     dep, bounds, rack, limit = screened
@@ -264,7 +276,8 @@ def search_one(
         rate_hi_per_s=bounds.rate_hi_per_s,
         min_rate_per_s=min_rate,
         rel_tol=sc.simulation.rel_tol,
-        rate_guess_per_s=bounds.rate_guess_per_s,
+        rate_guess_per_s=rate_guess_per_s(bounds) if rate_guess_per_s else bounds.rate_guess_per_s,
+        bracket_factor=(1.0 + sc.simulation.rel_tol) ** 2 if rate_guess_per_s else None,
     )
     trace = tuple(sorted((r, v) for (n, r), v in evaluator.verdicts.items() if n == 1))
     if verdict is None:
@@ -290,7 +303,8 @@ def search_one(
         )
         return _result(sc, cand, rack, outcome, dep=dep, bounds=bounds, limited=True)
     return Found(
-        cand, efficiency, bounds, rack, cap, limit, rate, verdict, trace, estimate, evaluator.num_evaluations
+        cand, efficiency, bounds, rack, cap, limit, rate, verdict, trace, estimate, evaluator.num_evaluations,
+        overrides,
     )
 
 
@@ -302,7 +316,7 @@ def _fleet_latency(found: Found) -> tuple[float, float] | None:
 def _fleet_job(args: tuple[Scenario, Found, int]) -> tuple[int, LoadVerdict]:
     """One whole-fleet simulation at the target (runs in a worker process)."""
     sc, found, num_replicas = args
-    dep = _deploy(sc, found.candidate, found.efficiency)
+    dep = deployment_of(sc, found)
     evaluator = _evaluator(sc, Hooks(), dep, found.bounds, _fleet_latency(found))
     return num_replicas, evaluator.evaluate(num_replicas, sc.target_rate_per_s())
 
@@ -332,12 +346,15 @@ def finish_one(
     hooks: Hooks | None = None,
     message: Message | None = None,
     workers: int = 1,
+    verify_from: int | None = None,
 ) -> CandidateResult:
     """Steps 3-4: verify the estimate with whole-fleet runs (or keep it), package, build the row.
-    ``workers`` > 1 simulates the first two fleets in parallel (no hooks; not inside a worker)."""
+    ``workers`` > 1 simulates the first two fleets in parallel (no hooks; not inside a worker).
+    ``verify_from``: search only fleets of at least that many replicas, starting there
+    (``sizing.min_replicas(at_least_start=True)``: one fleet run when it passes)."""
     hooks = hooks or Hooks()
     target = sc.target_rate_per_s()
-    dep = _deploy(sc, found.candidate, found.efficiency)
+    dep = deployment_of(sc, found)
     inner = _evaluator(sc, hooks, dep, found.bounds, _fleet_latency(found))
     counting = _Counting(inner, message)
     evaluator = CachedEvaluator(counting)
@@ -361,13 +378,14 @@ def finish_one(
         try:
             # start at the middle of the one-replica bracket [rate, rate * (1 + rel_tol)]
             middle_rate = found.rate_per_s * math.sqrt(1.0 + sc.simulation.rel_tol)
-            start = min(math.ceil(target / middle_rate), found.cap)
-            if workers > 1 and start > 1 and hooks.evaluator_factory is None:
+            start = min(verify_from or math.ceil(target / middle_rate), found.cap)
+            if workers > 1 and start > 1 and hooks.evaluator_factory is None and verify_from is None:
                 prefetched = [0]
                 _prefetch(sc, found, prefetched, evaluator, start, message)
                 counting.count += prefetched[0]
             replicas, verdict = min_replicas(
-                evaluator, rate_per_s=target, start=start, max_replicas=found.cap
+                evaluator, rate_per_s=target, start=start, max_replicas=found.cap,
+                at_least_start=verify_from is not None,
             )
             outcome = SizingOutcome(
                 feasible=True,
@@ -402,14 +420,6 @@ def finish_one(
     result.row["verified"] = verify
     if not verify and sc.simulation.verify == "none":
         result.row["note"] = "estimate, not verified by a fleet simulation (simulation.verify: none)"
-    if hooks.efficiency_variants is not None:
-        for tag, eff in hooks.efficiency_variants(dep).items():
-            variant = search_one(sc, found.candidate, hooks, message, efficiency=eff)
-            if isinstance(variant, Found):
-                variant = finish_one(
-                    sc, variant, verify, dataclasses.replace(hooks, efficiency_variants=None)
-                )
-            result.row[f"gpus_{tag}"] = variant.row.get("gpus") if variant.row.get("feasible") else None
     return result
 
 

@@ -426,6 +426,10 @@ SetOpt = Annotated[
 TableOutOpt = Annotated[str | None, typer.Option("--out", help="write the table: .csv .parquet .json .md")]
 PlotOpt = Annotated[str | None, typer.Option("--plot", help="write a figure: .png or .svg")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress on stderr")]
+IntervalHelp = (
+    "also size the best candidate at the calibration residual quantiles (and announced-hardware figure "
+    "ranges): gpus_p05 and gpus_p95 beside gpus"
+)
 
 
 class _ProgressDisplay:
@@ -557,6 +561,30 @@ def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
+def _variants(interval: bool) -> Any:
+    from simulator.uncertainty import IntervalVariants
+
+    return IntervalVariants() if interval else None
+
+
+def _interval_text(row: dict[str, Any]) -> str:
+    """' (p05–p95: 66–91)' for a row with an interval, '' without."""
+    if "gpus_p05" not in row or (row["gpus_p05"] is None and row["gpus_p95"] is None):
+        return ""
+    lo, hi = ("infeasible" if row[k] is None else f"{row[k]:,}" for k in ("gpus_p05", "gpus_p95"))
+    return f" (p05–p95: {lo}–{hi})"
+
+
+def _interval_notes(cases: Any) -> None:
+    """Where each interval comes from, and why a case is infeasible."""
+    for label in dict.fromkeys(c.label for c in cases):
+        mine = [c for c in cases if c.label == label]
+        typer.echo(f"interval of {label}: {mine[0].note}")
+        for c in mine:
+            if not c.feasible:
+                typer.echo(f"{c.tag} case infeasible: {c.reason}")
+
+
 def _notes(rows: list[dict[str, Any]], scenario: Any) -> None:
     announced = sorted({r["hardware"] for r in rows if r.get("hardware_status") == "announced"})
     if announced:
@@ -581,8 +609,9 @@ def size(
     out: TableOutOpt = None,
     plot: PlotOpt = None,
     quiet: QuietOpt = False,
+    interval: Annotated[bool, typer.Option("--interval/--no-interval", help=IntervalHelp)] = True,
 ) -> None:
-    """Size the fleet: GPUs, nodes, racks, power and cost of every candidate, ranked."""
+    """Size the fleet: GPUs, nodes, racks, power and cost of every candidate, ranked, with an interval."""
     from simulator import planner
     from simulator.export import write_table
     from simulator.plots import plot_sizing
@@ -591,7 +620,7 @@ def size(
     sc = load_scenario(scenario, set_ or [])
     _check_outputs(out, plot)
     with _ProgressDisplay(quiet) as progress:
-        result = planner.size(sc, progress=progress)
+        result = planner.size(sc, progress=progress, efficiency_variants=_variants(interval))
     if out:
         write_table(result.rows, out, units=planner.ROW_UNITS, meta=result.meta())
     if plot:
@@ -607,9 +636,10 @@ def size(
         if best is not None:
             typer.echo(
                 f"best: {best['hardware']} {best['precision']} {best['layout']}: {best['replicas']:,} "
-                f"replicas = {best['gpus']:,} GPUs in {_count(best['nodes'], 'node')}, "
+                f"replicas = {best['gpus']:,} GPUs{_interval_text(best)} in {_count(best['nodes'], 'node')}, "
                 f"{_count(best['racks'], 'rack')}"
             )
+        _interval_notes(result.cases)
         typer.echo(
             f"sized {len(result.rows)} candidates with {result.num_simulations} simulations in "
             f"{result.wall_s:.1f} s"
@@ -634,6 +664,7 @@ def compare(
     out: TableOutOpt = None,
     plot: PlotOpt = None,
     quiet: QuietOpt = False,
+    interval: Annotated[bool, typer.Option("--interval", help=IntervalHelp)] = False,
 ) -> None:
     """The same workload sized on each generation, with ratios to a baseline (exit 1: none feasible)."""
     from simulator import planner
@@ -652,6 +683,7 @@ def compare(
             formats=chosen,
             curves=bool(plot),
             progress=progress,
+            efficiency_variants=_variants(interval),
         )
     if out:
         meta = {**result.sizing.meta(), "baseline": result.baseline}
@@ -671,7 +703,11 @@ def compare(
         typer.echo(f"{head}; baseline {result.baseline}")
         typer.echo(_render(result.rows, compare=True))
         _notes(result.rows, sc)
+        for r in result.rows:
+            if _interval_text(r):
+                typer.echo(f"{r['hardware']}: {r['gpus']:,} GPUs{_interval_text(r)}")
         sizing = result.sizing
+        _interval_notes(sizing.cases)
         typer.echo(
             f"sized {len(sizing.rows)} candidates with {sizing.num_simulations} simulations in "
             f"{sizing.wall_s:.1f} s"
@@ -688,6 +724,7 @@ def sweep(
     out: TableOutOpt = None,
     fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
     quiet: QuietOpt = False,
+    interval: Annotated[bool, typer.Option("--interval", help=IntervalHelp)] = False,
 ) -> None:
     """What-ifs: size every point of a grid of scenario overrides; one row per point (its best candidate)."""
     from simulator import __version__, planner
@@ -700,7 +737,8 @@ def sweep(
     raw, path = load_raw(scenario)
     _check_outputs(out, None)
     with _ProgressDisplay(quiet) as progress:
-        rows = planner.sweep(raw, axes, overrides=overrides, where=str(path), progress=progress)
+        rows = planner.sweep(raw, axes, overrides=overrides, where=str(path), progress=progress,
+                             efficiency_variants=_variants(interval))
     if out:
         meta = {
             "scenario": str(path),
@@ -718,6 +756,8 @@ def sweep(
             text_col("layout", "layout"),
             Column("replicas", "replicas", fmt_count),
             Column("gpus", "GPUs", fmt_count),
+            *((Column("gpus_p05", "GPUs p05", fmt_count), Column("gpus_p95", "GPUs p95", fmt_count))
+              if interval else ()),
             Column("output_tokens_per_s_per_gpu", "tok/s/GPU", fmt_number(0)),
             Column("ttft_p99_s", "p99 TTFT (ms)", fmt_ms),
             Column("tpot_p99_s", "p99 TPOT (ms)", fmt_ms),

@@ -27,6 +27,7 @@ from simulator.efficiency import (
     default_framework,
     lookup_efficiency,
     memory_settings,
+    model_step_time_scale,
     normalise_framework,
 )
 from simulator.errors import InputError
@@ -78,6 +79,7 @@ class Deployment:
     max_num_seqs: int = 1024
     max_batched_tokens: int = 8192
     notes: tuple[str, ...] = field(default=())
+    step_time_scale: float = 1.0  # multiplies kernel time (calibrated per-model factor; 1.0 = pure physics)
 
 
 def _check_positive(name: str, value: int) -> None:
@@ -120,8 +122,13 @@ def make_deployment(
     efficiency: Efficiency | None = None,
     max_num_seqs: int = 1024,
     max_batched_tokens: int = 8192,
+    step_time_scale: float | None = None,
 ) -> Deployment:
-    """Resolve names into a validated ``Deployment``; raises ``InputError`` on any bad input."""
+    """Resolve names into a validated ``Deployment``; raises ``InputError`` on any bad input.
+
+    ``efficiency`` None: the calibrated efficiency of the group. ``step_time_scale`` None: the calibrated
+    per-model kernel-time factor (``efficiency.model_step_time_scale``); pass 1.0 for pure physics.
+    """
     spec = load_model(model) if isinstance(model, str) else model
     acc = load_accelerator(hardware) if isinstance(hardware, str) else hardware
     layout = layout or Layout()
@@ -137,8 +144,12 @@ def make_deployment(
     notes = ()
     if FORMATS[prec.weights].compute_family != family:
         notes = (f"{prec.weights} weights run weight-only-quantised at the {family} rate on {acc.id}",)
+    scale = model_step_time_scale(spec.id) if step_time_scale is None else step_time_scale
+    if not scale > 0:
+        raise InputError(f"step_time_scale must be > 0, got {scale}")
     return Deployment(
-        spec, acc, prec, precision.lower(), layout, fw, family, eff, max_num_seqs, max_batched_tokens, notes
+        spec, acc, prec, precision.lower(), layout, fw, family, eff, max_num_seqs, max_batched_tokens, notes,
+        scale,
     )
 
 

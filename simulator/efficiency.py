@@ -13,6 +13,7 @@ an in-network reduction beats the ring bound; overheads are >= 0.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import yaml
 from simulator import units
 from simulator.data import profiles_dir
 from simulator.errors import InputError
+from simulator.mlperf import version_key
 
 FRAMEWORKS: tuple[str, ...] = ("trtllm", "vllm", "sglang")
 _FRAMEWORK_ALIASES = {
@@ -134,6 +136,44 @@ def lookup_efficiency(
         nvls_min_gpus=int(nvls.get("min_gpus", 5)),
         source=source,
     )
+
+
+def model_step_time_scale(model_id: str, model_factors: dict[str, Any] | None = None,
+                          scenario: str = "server") -> float:
+    """Kernel-time multiplier of a model: exp(-log throughput factor) from a calibration's ``model_factors``.
+
+    The factor is what the iteration model misses for that model's kernels, fitted on MLPerf rows of all
+    accelerators (see ``simulator.calibration``); the ``scenario``'s factor when fitted (default 'server':
+    sizing is for latency targets; Interactive factors may include speculative decoding and are not used
+    by default), else the model's, plus the latest MLPerf round's offset (sizing assumes today's software).
+    1.0 when the model has none. ``model_factors`` None: the shipped file.
+    """
+    if model_factors is None:
+        model_factors = _load_yaml(calibration_path()).get("model_factors")
+    entry = (model_factors or {}).get(model_id)
+    if not isinstance(entry, dict):
+        return 1.0
+    by_scenario = entry.get("by_scenario") or {}
+    log_factor = float(by_scenario.get(scenario, entry.get("log_throughput_factor", 0.0)))
+    return math.exp(-(log_factor + version_offset(entry.get("by_version") or {}, None)))
+
+
+def version_offset(by_version: dict[str, float], version: str | None) -> float:
+    """A round's fitted offset; for a round not fitted, the nearest fitted round's (a newer round gets the
+    latest: software does not get slower); the latest round's when ``version`` is None; 0 without any."""
+    if not by_version:
+        return 0.0
+    if version in by_version:
+        return float(by_version[version])
+    ordered = sorted(by_version, key=version_key)
+    if not version:
+        return float(by_version[ordered[-1]])
+    try:
+        key = version_key(version)
+    except InputError:
+        return float(by_version[ordered[-1]])
+    older = [v for v in ordered if version_key(v) <= key]
+    return float(by_version[older[-1] if older else ordered[0]])
 
 
 def memory_settings() -> dict[str, float]:

@@ -69,5 +69,14 @@ def estimate(dep: Deployment, *, batch: int, input_tokens: int, output_tokens: i
         "decode_output_tokens_per_s_per_gpu_at_batch": batch / decode_s / gpus,
         "saturated_decode_output_tokens_per_s_per_gpu": largest / saturated_s / gpus if largest else 0.0,
         "efficiency_source": dep.efficiency.source,
-        "notes": list(dep.notes),
+        "step_time_scale": dep.step_time_scale,
+        "notes": [*dep.notes, *scale_notes(dep)],
     }
+
+
+def scale_notes(dep: Deployment) -> list[str]:
+    """A note when kernel times carry the calibrated per-model factor (``Deployment.step_time_scale``)."""
+    if dep.step_time_scale == 1.0:
+        return []
+    return [f"kernel times x{dep.step_time_scale:.2f}: calibrated {dep.model.id} factor (MLPerf measured "
+            f"{1.0 / dep.step_time_scale:.2f}x the roofline model's throughput across accelerators)"]

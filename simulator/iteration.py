@@ -9,7 +9,7 @@ It is priced per GPU of one pipeline stage as a sum of rooflines plus communicat
           + max(F_moe / P, D(T) * B_expert / BW)      routed experts: D(T) distinct experts touched
           + max(F_attn / P_attn, B_kv / BW)           attention over the KV cache
           + all-reduce / all-to-all over the scale-up fabric (TP, EP)
-    step  = pp * (stage on 1/pp of the batch + pipeline hand-off) + fixed per-step overhead
+    step  = scale * pp * (stage on 1/pp of the batch + pipeline hand-off) + fixed per-step overhead
 
 where P = dense peak of the GEMM's compute format x ``compute_frac`` and BW = HBM peak x
 ``memory_frac``. With PP the replica keeps ``pp`` micro-batches in flight, so every sequence
@@ -19,8 +19,11 @@ switch, in-network reduction (NVLS) ``S / (bw * nvls_frac)`` for n >= its minimu
 all-to-all over the ``n-1`` point-to-point links of an AMD mesh ``2 S / (n * link_bw * network_frac)``,
 each plus a latency. All quantities are SI (s, bytes, FLOP, FLOP/s, bytes/s).
 
-Monotonicity (tested): more bandwidth or FLOP/s never lengthens a step; a decode step never takes
-less than (weights it touches + KV it reads) / HBM bandwidth.
+``scale`` is ``Deployment.step_time_scale``: 1.0 is pure physics; sizing uses the calibrated per-model
+factor (``efficiency.model_step_time_scale``), what the rooflines miss for that model's kernels.
+
+Monotonicity (tested): more bandwidth or FLOP/s never lengthens a step; with scale 1 a decode step never
+takes less than (weights it touches + KV it reads) / HBM bandwidth.
 
 Room for what comes next: ``decode_query_tokens`` > ``decode_seqs`` prices speculative-decoding
 steps that verify several tokens per sequence; a prefill-only or decode-only replica simply calls
@@ -88,6 +91,7 @@ class StepModel:
         "_p2p_bytes_per_token",
         "_peak",
         "_pp",
+        "_scale",
         "_tp",
         "deployment",
     )
@@ -105,6 +109,7 @@ class StepModel:
         self._init_attention(dep)
         self._init_comm(dep)
         self._overhead_s = eff.step_overhead_s
+        self._scale = dep.step_time_scale
 
     def _init_weights(self, dep: Deployment) -> None:
         m, lay = dep.model, dep.layout
@@ -198,7 +203,7 @@ class StepModel:
                     + 2.0 * self._moe_layers * self._latency_s
                 )
         p2p = self._p2p_bytes_per_token * tokens / self._p2p_bw + self._latency_s if pp > 1 else 0.0
-        return pp * (dense + moe + attn + comm + p2p) + self._overhead_s
+        return self._scale * pp * (dense + moe + attn + comm + p2p) + self._overhead_s
 
     def time_of(self, shape: BatchShape) -> float:
         """``step_time_s`` for a ``BatchShape``."""

@@ -77,7 +77,10 @@ _T975 = (
 
 # Saturation rule thresholds (documented in detect_saturation).
 NUM_BATCHES = 10
+MIN_TREND_BATCHES = 4       # fewer independent batches in the window: the in-system trend is not tested
 TREND_T_MIN = 3.0
+# One-sided 99% Student t by degrees of freedom (batches - 2); the threshold is max(TREND_T_MIN, it).
+_T_99_ONE_SIDED = {2: 6.965, 3: 4.541, 4: 3.747, 5: 3.365, 6: 3.143, 7: 2.998, 8: 2.896}
 TREND_RISE_FRAC = 0.02
 UNFINISHED_FRAC = 0.02
 MIN_BACKLOG_REQUESTS = 10
@@ -304,11 +307,15 @@ def detect_saturation(
     """Whether the backlog grows without bound in the window [warmup_s, end_at_s] of length W.
 
     With A arrivals in the window, the run is saturated if either:
-      1. Trend: a backlog series, averaged over 10 equal batches of the window, has an OLS slope with
-         t > 3 (batch means tame the autocorrelation) AND a fitted rise (slope * W) above
-         max(2% of A, 10) requests. Two series are tested: the number waiting (``queue_samples``, when
-         given) and the number in the system (from the records: it also catches a running batch that
-         grows without bound while nobody waits).
+      1. Trend: a backlog series, averaged over equal batches of the window, has an OLS slope with
+         t > max(3, one-sided 99% Student t) (batch means tame the autocorrelation) AND a fitted rise
+         (slope * W) above max(2% of A, 10) requests. Two series are tested: the number waiting
+         (``queue_samples``, when given; 10 batches) and the number in the system (from the records: it
+         also catches a running batch that grows without bound while nobody waits). The number in the
+         system of a stable system stays correlated for about E[S^2] / E[S] (S: sojourn times of the
+         window's finished requests; twice the mean residual life, long when outputs are heavy-tailed),
+         so its batches are at least that wide: min(10, W / that) of them, and with fewer than 4 the
+         window is too short to tell growth from the fill-up of long requests, so it is not tested.
       2. Unfinished: more than max(2% of A, 10) of the window's arrivals never finish in the records
          (the simulation drains after the window, so a stable system finishes them all).
     A stationary system's backlog fluctuates by O(its typical size) with no trend; the reason string
@@ -320,15 +327,22 @@ def detect_saturation(
     if num_arrived == 0:
         return False, ""
     width_s = end_at_s - warmup_s
-    edges = warmup_s + width_s * np.arange(NUM_BATCHES + 1) / NUM_BATCHES
     rise_limit = max(TREND_RISE_FRAC * num_arrived, MIN_BACKLOG_REQUESTS)
-    candidates = [("number in the system", _in_system(arrival, finish))]
+    candidates = []
     if queue_samples is not None and len(queue_samples[0]) >= 2:
-        candidates.insert(0, ("number waiting", (np.asarray(queue_samples[0]), np.asarray(queue_samples[1]))))
-    for series, (times, values) in candidates:
-        slope, t_stat = _trend(_step_means(times, values, edges), width_s / NUM_BATCHES)
+        candidates.append(("number waiting", (np.asarray(queue_samples[0]), np.asarray(queue_samples[1])),
+                           NUM_BATCHES))
+    finished = in_window & ~np.isnan(finish)
+    sojourn_s = finish[finished] - arrival[finished]
+    corr_s = float(np.mean(sojourn_s**2) / np.mean(sojourn_s)) if finished.any() else 0.0
+    num_batches = NUM_BATCHES if corr_s <= 0 else min(NUM_BATCHES, int(width_s / corr_s))
+    if num_batches >= MIN_TREND_BATCHES:
+        candidates.append(("number in the system", _in_system(arrival, finish), num_batches))
+    for series, (times, values), n in candidates:
+        batch_edges = warmup_s + width_s * np.arange(n + 1) / n
+        slope, t_stat = _trend(_step_means(times, values, batch_edges), width_s / n)
         rise = slope * width_s
-        if t_stat > TREND_T_MIN and rise > rise_limit:
+        if t_stat > max(TREND_T_MIN, _T_99_ONE_SIDED.get(n - 2, 0.0)) and rise > rise_limit:
             return True, (
                 f"{series} grows through the measurement window (by {rise:.0f} requests, "
                 f"t = {t_stat:.1f}): arrivals outpace completions, or the warm-up ends before steady state"

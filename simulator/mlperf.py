@@ -101,6 +101,7 @@ class ReplaySpec:
     disaggregated: bool
     notes: tuple[str, ...]
     speculative_decoding_allowed: bool = False
+    version: str = ""  # the MLPerf round (software of that round); selects a round's model factor
 
 
 @dataclass(frozen=True)
@@ -488,6 +489,7 @@ def replay_spec(row: ResultRow) -> ReplaySpec | Unsupported:
         framework_family=framework[0], total_gpus=row.total_accelerators, nodes=nodes,
         gpus_per_node=gpus_per_node, disaggregated=framework[1],
         notes=(*notes, *precision[1], *framework[2], *layout_notes), speculative_decoding_allowed=speculative,
+        version=row.version.strip(),
     )
 
 
@@ -564,6 +566,11 @@ def summarize_errors(rows: list[dict]) -> dict:
 
 
 Fold = tuple[str, list[int], list[int]]  # (held-out label, train indices, test indices)
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """Sortable key of an MLPerf round ('v5.1' -> (5, 1)); InputError when it has no number."""
+    return _version_key(version)
 
 
 def _version_key(version: str) -> tuple[int, ...]:

@@ -24,10 +24,13 @@ row with ``feasible: false`` and ``reason``. Candidates run in parallel processe
 answer does not depend on it.
 
 Hooks: ``evaluator_factory(deployment, scenario, bounds) -> sizing.Evaluator`` replaces the simulation
-(tests use fakes with known answers). ``efficiency_variants(deployment) -> {tag: Efficiency}`` re-sizes
-each feasible candidate with other efficiency factors (e.g. ``{"p05": low, "p95": high}`` from a
-calibration's spread) the same way (search, then verification if the candidate was verified) and adds
-``gpus_<tag>`` (None when infeasible) to its row.
+(tests use fakes with known answers). ``efficiency_variants(deployment) -> {tag: Efficiency | Variant}``
+(e.g. ``uncertainty.IntervalVariants``: ``{"p05": optimistic, "p95": pessimistic}``) re-sizes the best
+row (per hardware with ``group_by_hardware``) in each case, after the ranking and more cheaply (see
+``variants.size_variant``: a search seeded by its answer, then, if it was verified, fleet runs
+from its pooling-corrected estimate upward; the cases in parallel processes), adds
+``gpus_<tag>`` next to ``gpus`` in every row (None where not computed or infeasible) and records each case
+in ``SizingResult.cases``. A case identical to the deployment reuses its answer without simulating.
 """
 
 from __future__ import annotations
@@ -44,7 +47,6 @@ from typing import Any
 from simulator import __version__
 from simulator.candidate_search import (
     CandidateResult,
-    EfficiencyVariants,
     EvaluatorFactory,
     Found,
     Hooks,
@@ -58,10 +60,13 @@ from simulator.errors import InputError, unknown_name
 from simulator.scenario import Scenario
 from simulator.scenario_files import Override, build_scenario, revalidate, scenario_hash
 from simulator.sizing import COMPARE_UNITS, compare_rows, rank
+from simulator.variants import EfficiencyVariants, VariantCase, size_variants, with_case_columns
 
 CURVE_FRACTIONS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75)  # extra one-replica loads for interactivity plots
 ROW_UNITS: dict[str, str] = {
     **COMPARE_UNITS,
+    "gpus_p05": "count",
+    "gpus_p95": "count",
     "gpus_per_replica": "count",
     "gpu_power_kw": "kW",
     "energy_usd_per_hour": "USD/h",
@@ -99,13 +104,14 @@ ProgressFn = Callable[[ProgressEvent], None]
 
 @dataclass(frozen=True)
 class SizingResult:
-    """All candidates of a scenario, ranked (``rows``), with run statistics."""
+    """All candidates of a scenario, ranked (``rows``), with run statistics and the variant cases."""
 
     scenario: Scenario
     rows: list[dict[str, Any]]
     results: list[CandidateResult]
     num_simulations: int
     wall_s: float
+    cases: tuple[VariantCase, ...] = ()
 
     @property
     def best(self) -> dict[str, Any] | None:
@@ -139,13 +145,17 @@ class SizingResult:
         }
 
     def to_json(self) -> dict[str, Any]:
-        """``{"best": row | None, "candidates": [rows], ...header}`` (the ``size --format json`` contract)."""
-        return {
+        """``{"best": row | None, "candidates": [rows], ...header}`` (the ``size --format json`` contract),
+        plus ``interval_cases`` (``VariantCase`` fields) when variants were sized."""
+        out = {
             **self.header(),
             "best": self.best,
             "candidates": self.rows,
             "num_simulations": self.num_simulations,
         }
+        if self.cases:
+            out["interval_cases"] = [dataclasses.asdict(c) for c in self.cases]
+        return out
 
 
 # --------------------------------------------------------------------------------------------- a scenario
@@ -233,14 +243,12 @@ def size(
     """
     started = time.perf_counter()
     sc = scenario
-    hooks = Hooks(evaluator_factory, efficiency_variants, tuple(curve_fractions))
+    hooks = Hooks(evaluator_factory, tuple(curve_fractions))
     cands = enumerate_candidates(sc)
     if strict_limits and (sc.packaging.max_gpus or sc.packaging.max_racks):
         _check_limits(sc, cands)
-    workers = (
-        1 if evaluator_factory or efficiency_variants else (sc.simulation.workers or os.cpu_count() or 1)
-    )
-    counts = {"search": 0, "verify": 0}
+    workers = 1 if evaluator_factory else (sc.simulation.workers or os.cpu_count() or 1)
+    counts = {"search": 0, "verify": 0, "interval": 0}
 
     def emit(stage: str, total: int, label: str, message: str, finished: bool) -> None:
         if progress is not None:
@@ -316,7 +324,18 @@ def size(
     results = [r if isinstance(r, CandidateResult) else next(by_found) for r in first]
     ranked = [{"rank": r.pop("rank"), **r} for r in rank([r.row for r in results], sc.costs is not None)]
     simulations = sum(r.row.get("num_evaluations") or 0 for r in results)
-    result = SizingResult(sc, ranked, results, simulations, time.perf_counter() - started)
+    cases: list[VariantCase] = []
+    if efficiency_variants is not None:
+
+        def emit_case(total: int, label: str, message: str, finished: bool) -> None:
+            counts["interval"] += finished
+            emit("interval", total, label, message, finished)
+
+        cases = size_variants(sc, ranked, found, finished, efficiency_variants, hooks, workers=workers,
+                              run=_run, progress=emit_case, group_by_hardware=group_by_hardware)
+        ranked = with_case_columns(ranked, cases)
+        simulations += sum(c.num_evaluations for c in cases)
+    result = SizingResult(sc, ranked, results, simulations, time.perf_counter() - started, tuple(cases))
     if strict_limits and result.best is None and any(r.limited for r in results):
         _raise_limited(sc, results)
     return result
@@ -356,6 +375,8 @@ class CompareResult:
             "rows": self.rows,
             "candidates": self.sizing.rows,
             "num_simulations": self.sizing.num_simulations,
+            **({"interval_cases": [dataclasses.asdict(c) for c in self.sizing.cases]} if self.sizing.cases
+               else {}),
         }
 
 
@@ -378,6 +399,7 @@ def compare(
     curves: bool = False,
     progress: ProgressFn | None = None,
     evaluator_factory: EvaluatorFactory | None = None,
+    efficiency_variants: EfficiencyVariants | None = None,
 ) -> CompareResult:
     """Size the scenario on each of ``hardware`` (default: the scenario's) in ``formats`` ('auto': the
     precision MLPerf submitters used on each generation; None: the scenario's) and divide by
@@ -396,6 +418,7 @@ def compare(
         curve_fractions=CURVE_FRACTIONS if curves else (),
         progress=progress,
         evaluator_factory=evaluator_factory,
+        efficiency_variants=efficiency_variants,
         group_by_hardware=True,
     )
     rows = compare_rows(result.rows, baseline=base, by_cost=sc.costs is not None)
@@ -425,6 +448,7 @@ def sweep(
     where: str = "scenario",
     progress: ProgressFn | None = None,
     evaluator_factory: EvaluatorFactory | None = None,
+    efficiency_variants: EfficiencyVariants | None = None,
 ) -> list[dict[str, Any]]:
     """One row per grid point (the cross product of the ``grid`` values, applied after ``overrides``):
     the grid values (columns named by their dotted paths), then the best candidate's row, or
@@ -444,7 +468,8 @@ def sweep(
             if progress is not None:
                 progress(dataclasses.replace(event, label=f"[{n}/{len(combos)}: {label}] {event.label}"))
 
-        result = size(sc, progress=relay, strict_limits=False, evaluator_factory=evaluator_factory)
+        result = size(sc, progress=relay, strict_limits=False, evaluator_factory=evaluator_factory,
+                      efficiency_variants=efficiency_variants)
         best = result.best
         if best is None:
             reasons = "; ".join(

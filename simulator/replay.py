@@ -40,7 +40,13 @@ import numpy as np
 import yaml
 
 from simulator.deployment import Deployment, Layout, MemoryPlan, make_deployment, plan_memory
-from simulator.efficiency import Efficiency, calibration_key, calibration_path, lookup_efficiency
+from simulator.efficiency import (
+    Efficiency,
+    calibration_key,
+    calibration_path,
+    lookup_efficiency,
+    version_offset,
+)
 from simulator.errors import InputError
 from simulator.hardware import load_accelerator
 from simulator.iteration import BatchShape, StepModel
@@ -74,6 +80,7 @@ class Lengths:
     decode_context: float        # E[out * (in + out / 2)] / E[out]: mean context a decode step sees
     pairs_per_prefill_token: float  # E[in^2] / (2 E[in])
     p99_input: float
+    p99_output: float
     output_cv: float
 
 
@@ -87,7 +94,8 @@ def lengths(model_id: str) -> Lengths:
         mean_input=float(inp.mean()), mean_output=float(out.mean()),
         decode_context=float(np.sum(out * (inp + out / 2.0)) / np.sum(out)),
         pairs_per_prefill_token=float(np.mean(inp * inp) / (2.0 * inp.mean())),
-        p99_input=float(np.percentile(inp, 99)), output_cv=float(out.std() / out.mean()),
+        p99_input=float(np.percentile(inp, 99)), p99_output=float(np.percentile(out, 99)),
+        output_cv=float(out.std() / out.mean()),
     )
 
 
@@ -144,7 +152,7 @@ def candidates(key: PartKey) -> tuple[tuple[Deployment, MemoryPlan], ...]:
             # each attention-DP rank schedules its own batch (its own max_num_seqs)
             seqs = MAX_NUM_SEQS * (layout.tp if layout.attention == "dp" else 1)
             dep = make_deployment(key.model_id, key.accelerator_id, key.precision, layout,
-                                  framework=key.framework, max_num_seqs=seqs)
+                                  framework=key.framework, max_num_seqs=seqs, step_time_scale=1.0)
         except InputError:
             continue
         plan = plan_memory(dep)
@@ -330,8 +338,11 @@ def simulate_offline(dep: Deployment, plan: MemoryPlan, lens: Lengths, fast_tput
 
 def _server_run(dep: Deployment, key: PartKey, lens: Lengths, rate_per_s: float, seed: int,
                 requests: int) -> dict[str, Any]:
-    e2e_s = lens.mean_output * (key.tpot_limit_s or 0.0) * TPOT_MARGIN
-    warmup_s = max(min(0.2 * requests / rate_per_s, 30.0), 1.5 * e2e_s)
+    step_s = (key.tpot_limit_s or 0.0) * TPOT_MARGIN
+    # Warm-up covers the life of a p99-long request: before that the number in the system is still filling
+    # up (M/G/inf transient), which the saturation test would otherwise read as a growing backlog.
+    warmup_s = max(min(0.2 * requests / rate_per_s, 30.0), 1.5 * lens.mean_output * step_s,
+                   lens.p99_output * step_s)
     duration_s = warmup_s + max(requests / rate_per_s, SERVER_MIN_RUN_S)
     slo = Slo(ttft_p99_s=key.ttft_limit_s or math.inf, tpot_p99_s=key.tpot_limit_s or math.inf)
     out = run(dep, Workload(arrivals=PoissonArrivals(rate_per_s=rate_per_s), benchmark=dep.model.id),
@@ -423,10 +434,17 @@ def predict_part(key: PartKey, count: int, calibration: dict[str, Any] | None, m
     return info
 
 
-def model_log_factor(model_id: str, model_factors: dict[str, Any] | None) -> float:
-    """Log throughput factor of a benchmark model from a calibration's ``model_factors`` (0 if none)."""
+def model_log_factor(model_id: str, model_factors: dict[str, Any] | None,
+                     scenario: str | None = None, version: str | None = None) -> float:
+    """Log throughput factor of a benchmark model from a calibration's ``model_factors`` (0 if none): its
+    ``scenario``'s when fitted (else the model's), plus the offset of MLPerf round ``version`` (see
+    ``version_offset``)."""
     entry = (model_factors or {}).get(model_id)
-    return float(entry.get("log_throughput_factor", 0.0)) if isinstance(entry, dict) else 0.0
+    if not isinstance(entry, dict):
+        return 0.0
+    by_scenario = entry.get("by_scenario") or {}
+    base = float(by_scenario.get(scenario, entry.get("log_throughput_factor", 0.0)))
+    return base + version_offset(entry.get("by_version") or {}, version)
 
 
 @functools.lru_cache(maxsize=1)
@@ -457,6 +475,6 @@ def predict(spec: ReplaySpec, calibration: dict[str, Any] | None = None, mode: s
         blind.append("speculative decoding allowed (not modelled)")
     if spec.disaggregated:
         blind.append("disaggregated prefill/decode (modelled as aggregated)")
-    log_factor = model_log_factor(spec.model_id, model_factors)
+    log_factor = model_log_factor(spec.model_id, model_factors, spec.scenario, spec.version)
     total = float(sum(p["tokens_per_s"] for p in parts)) * math.exp(log_factor)
     return {"predicted": total, "parts": parts, "blind_spots": blind, "model_log_factor": log_factor}

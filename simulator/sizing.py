@@ -92,6 +92,7 @@ def max_rate_one_replica(
     rel_tol: float = 0.02,
     min_rate_per_s: float,
     rate_guess_per_s: float | None = None,
+    bracket_factor: float | None = None,
 ) -> tuple[float, LoadVerdict | None]:
     """Highest arrival rate (requests/s) at which one replica meets the SLO, within ``rel_tol``.
 
@@ -100,7 +101,9 @@ def max_rate_one_replica(
     and bisects geometrically between the last pass and the first failure until
     ``fail / pass <= 1 + rel_tol``. Returns the last passing rate (a lower bound on the true limit,
     never above ``rate_hi_per_s``) and its verdict. ``rate_guess_per_s`` (e.g. an analytic estimate)
-    only saves evaluations; the answer does not depend on it.
+    only saves evaluations; the answer does not depend on it. ``bracket_factor`` (> 1, for a guess
+    known to be close, e.g. from a neighbouring answer) gallops by that factor instead of x2 (squaring it
+    at each further step), also downwards from a failing guess: a tight bracket costs a few evaluations.
     """
     if not (0 < min_rate_per_s < rate_hi_per_s):
         raise InputError(
@@ -109,6 +112,9 @@ def max_rate_one_replica(
         )
     if rel_tol <= 0:
         raise InputError(f"rel_tol must be > 0, got {rel_tol}")
+    if bracket_factor is not None and bracket_factor <= 1.0:
+        raise InputError(f"bracket_factor must be > 1, got {bracket_factor}")
+    step = bracket_factor or 2.0
     lo_verdict = evaluator.evaluate(1, min_rate_per_s)
     if not _passes(lo_verdict):
         return 0.0, None
@@ -125,14 +131,24 @@ def max_rate_one_replica(
                     return lo, lo_verdict
             else:
                 hi, hi_known_fail = probe, True
-    # Geometric phase: double while passing (only if the failure boundary is still unknown).
+                while bracket_factor is not None and hi / step > lo:  # walk down to a pass
+                    verdict = evaluator.evaluate(1, hi / step)
+                    if _passes(verdict):
+                        lo, lo_verdict = hi / step, verdict
+                        break
+                    hi = hi / step
+                    step *= step
+                step = bracket_factor or 2.0
+    # Geometric phase: grow while passing (only if the failure boundary is still unknown).
     while not hi_known_fail:
-        probe = min(lo * 2.0, rate_hi_per_s)
+        probe = min(lo * step, rate_hi_per_s)
         verdict = evaluator.evaluate(1, probe)
         if _passes(verdict):
             lo, lo_verdict = probe, verdict
             if probe >= rate_hi_per_s:
                 return lo, lo_verdict
+            if bracket_factor is not None:
+                step *= step
         else:
             hi, hi_known_fail = probe, True
     # Bisection phase (geometric midpoint: the tolerance is relative).
@@ -147,7 +163,7 @@ def max_rate_one_replica(
 
 
 def min_replicas(
-    evaluator: Evaluator, *, rate_per_s: float, start: int, max_replicas: int
+    evaluator: Evaluator, *, rate_per_s: float, start: int, max_replicas: int, at_least_start: bool = False
 ) -> tuple[int, LoadVerdict]:
     """Smallest replica count meeting the SLO at ``rate_per_s`` requests/s, and its verdict.
 
@@ -156,6 +172,8 @@ def min_replicas(
     -4, ..., floored at 1) to the first failure; then bisects between the failing and passing counts.
     Evaluations: 2 when the estimate is exact, O(log |answer - start|) otherwise. Assumes the verdict
     is monotone in replicas. Raises ``NoFeasibleAnswer`` if ``max_replicas`` replicas still fail.
+    ``at_least_start``: search only counts >= ``start`` (the smallest passing one; ``start`` itself, in one
+    evaluation, when it passes), for a start known to be at most a replica or so above the answer.
     """
     if max_replicas < 1:
         raise InputError(f"max_replicas must be >= 1, got {max_replicas}")
@@ -167,7 +185,7 @@ def min_replicas(
         hi, hi_verdict = start, verdict
         lo = 0  # 0 replicas always fail
         step = 1
-        while hi > 1:
+        while hi > 1 and not at_least_start:
             probe = max(start - step, 1)
             verdict = evaluator.evaluate(probe, rate_per_s)
             if not _passes(verdict):
@@ -192,7 +210,7 @@ def min_replicas(
                 break
             lo = probe
             step *= 2
-    while hi - lo > 1:
+    while hi - lo > 1 and not (at_least_start and lo == 0):
         mid = (lo + hi) // 2
         verdict = evaluator.evaluate(mid, rate_per_s)
         if _passes(verdict):

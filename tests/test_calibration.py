@@ -113,5 +113,45 @@ def test_model_factor_picks_up_a_model_specific_bias_and_is_ignored_for_unseen_m
     others = [v["log_throughput_factor"] for m, v in factors.items() if m != "mixtral-8x7b"]
     assert factors["mixtral-8x7b"]["log_throughput_factor"] - max(others) > 0.3
     assert replay.model_log_factor("deepseek-r1", factors) == 0.0  # no rows of it: no factor
+    mixtral = factors["mixtral-8x7b"]
+    assert set(mixtral["by_scenario"]) == {spec.scenario for _, spec, _ in items
+                                           if spec.model_id == "mixtral-8x7b"}
+    for scenario, value in mixtral["by_scenario"].items():  # the bias is not scenario-specific here
+        assert value == pytest.approx(mixtral["log_throughput_factor"], abs=0.15)
+        latest = mixtral["by_version"][max(mixtral["by_version"], key=mlperf.version_key)]
+        assert replay.model_log_factor("mixtral-8x7b", factors, scenario) == pytest.approx(value + latest)
     without = calibration.fit(synthetic, use_model_factors=False)
     assert without["model_factors"] == {}
+
+
+def test_scenario_factor_picks_up_a_scenario_specific_bias() -> None:
+    """Server rows measured 1.5x what the true efficiencies give (Offline rows exact): the Server factor
+    rises above the Offline one by about log 1.5, the model factor sits between."""
+    items = calibration.fit_rows(_h100_rows())
+    truth = {"compute_frac": 0.55, "memory_frac": 0.70, "network_frac": 0.81, "step_overhead_ms": 1.5}
+    true_cal = {"h100/fp8/trtllm": {"params": truth}, "architecture:hopper": {"params": truth}}
+    synthetic = []
+    for row, spec, _ in items:
+        value = replay.predict(spec, calibration=true_cal, mode="fast")["predicted"]
+        synthetic.append(replace(row, measured=value * (1.5 if spec.scenario == "server" else 1.0)))
+    factors = calibration.fit(synthetic)["model_factors"]
+    for entry in factors.values():
+        by = entry["by_scenario"]
+        if "server" in by and "offline" in by:
+            assert by["server"] - by["offline"] > 0.2
+            assert by["offline"] <= entry["log_throughput_factor"] <= by["server"]
+
+
+def test_round_offset_uses_the_nearest_fitted_round() -> None:
+    from simulator.efficiency import version_offset
+
+    by_version = {"v5.1": -0.4, "v4.1": -0.1, "v6.0": 0.2}
+    assert version_offset(by_version, "v5.1") == -0.4
+    assert version_offset(by_version, "v7.0") == 0.2      # newer than any fitted round: the latest
+    assert version_offset(by_version, "v5.0") == -0.1     # between rounds: the older neighbour
+    assert version_offset(by_version, "v3.1") == -0.1     # older than any: the oldest
+    assert version_offset(by_version, None) == 0.2        # sizing: today's software
+    assert version_offset({}, "v6.0") == 0.0
+    factors = {"m": {"log_throughput_factor": 0.1, "by_scenario": {"server": 0.3}, "by_version": by_version}}
+    assert replay.model_log_factor("m", factors, "server", "v4.1") == pytest.approx(0.2)
+    assert replay.model_log_factor("m", factors, "offline", "v6.0") == pytest.approx(0.3)

@@ -55,7 +55,7 @@ def test_schema_prints_the_json_schema(capsys, tmp_path):
         (["size", SERVER, "--set", "hardware=mi35x"], "unknown hardware 'mi35x' (did you mean mi355x"),
         (["size", SERVER, "--set", "slo.tpot=40"], "unknown scenario setting 'slo.tpot'"),
         (["size", SERVER, "--set", "packaging.max_gpus=8"], "impossible within packaging.max_gpus=8"),
-        (["size", SERVER, "--set", "layouts.tp=[8]", "--set", "packaging.max_racks=1"],
+        (["size", SERVER, "-q", "--set", "layouts.tp=[8]", "--set", "packaging.max_racks=1"],
          "impossible within packaging.max_racks=1"),
         (["size", "llama2-70b-1m-mi355x-sever"], "unknown scenario 'llama2-70b-1m-mi355x-sever'"),
         (["size", SERVER, "--out", "table.xlsx"], "unknown suffix '.xlsx'"),
@@ -97,13 +97,29 @@ def test_no_feasible_candidate_exits_1_and_prints_every_reason(capsys):
 @pytest.fixture(scope="module")
 def small_result():
     from simulator.scenario import load_scenario
+    from simulator.uncertainty import IntervalVariants
 
-    return planner.size(load_scenario(SERVER, SMALL))
+    return planner.size(load_scenario(SERVER, SMALL), efficiency_variants=IntervalVariants())
+
+
+def test_a_real_interval_brackets_the_answer(small_result):
+    best = small_result.best
+    assert best["verified"] and best["gpus_p05"] is not None and best["gpus_p95"] is not None
+    assert best["gpus_p05"] <= best["gpus"] <= best["gpus_p95"]
+    assert best["gpus_p05"] < best["gpus_p95"]  # the h100 fp8 calibration group has a real spread
+    assert [c.tag for c in small_result.cases] == ["p05", "p95"]
+    assert all(c.feasible and c.num_evaluations > 0 for c in small_result.cases)
+    # the cases' own answers (not clamped to bracket gpus): the h100 fp8 group's spread (x0.85 to x1.15
+    # or so) is well beyond the search tolerance, so they land on their sides by themselves
+    p05, p95 = (c.gpus for c in small_result.cases)
+    assert p05 < best["gpus"] < p95
 
 
 def test_size_json_contract_exports_and_plot(capsys, tmp_path, monkeypatch, small_result):
-    calls = []
-    monkeypatch.setattr(planner, "size", lambda sc, **kw: calls.append(sc) or small_result)
+    calls, hooks = [], []
+    monkeypatch.setattr(
+        planner, "size",
+        lambda sc, **kw: calls.append(sc) or hooks.append(kw.get("efficiency_variants")) or small_result)
     for suffix in (".csv", ".parquet", ".json", ".md"):
         code, out, err = run_cli(capsys, "size", SERVER, *sets(SMALL), "--format", "json", "--out",
                                  str(tmp_path / f"sizing{suffix}"), "--plot", str(tmp_path / "sizing.png"))
@@ -113,16 +129,45 @@ def test_size_json_contract_exports_and_plot(capsys, tmp_path, monkeypatch, smal
         for key in SIZE_KEYS:
             assert key in payload["best"], key
         assert payload["best"]["feasible"] and payload["best"]["gpus"] >= 1
-        assert "gpus_p05" not in payload["best"]  # room left for the efficiency-quantile hook
+        best = payload["best"]
+        assert all("gpus_p05" in r and "gpus_p95" in r for r in payload["candidates"])
+        assert best["gpus_p05"] <= best["gpus"] <= best["gpus_p95"]
+        assert [c["tag"] for c in payload["interval_cases"]] == ["p05", "p95"]
+        assert "calibration residual quantiles" in payload["interval_cases"][0]["note"]
     assert calls[0].model == "llama3.1-8b"
+    assert hooks[0] is not None  # the interval is on by default
     rows = read_table(tmp_path / "sizing.csv")
     assert rows[0]["hardware"] == "h100" and rows[0]["replicas"] == small_result.best["replicas"]
+    assert rows[0]["gpus_p95"] == small_result.best["gpus_p95"]
     assert read_units(tmp_path / "sizing.parquet")["ttft_p99_s"] == "s"
+    assert read_units(tmp_path / "sizing.parquet")["gpus_p05"] == "count"
     assert json.loads((tmp_path / "sizing.json").read_text())["meta"]["scenario_hash"]
     assert "| hardware |" in (tmp_path / "sizing.md").read_text()
     assert (tmp_path / "sizing.png").stat().st_size > 1000
     code, out, _ = run_cli(capsys, "size", SERVER, *sets(SMALL), "-q")
     assert code == 0 and "best: h100 fp8 TP1" in out and "p99 TTFT (ms)" in out
+    b = small_result.best
+    assert f"{b['gpus']:,} GPUs (p05–p95: {b['gpus_p05']:,}–{b['gpus_p95']:,})" in out
+    assert "interval of h100 fp8 TP1: calibration residual quantiles q=0.05/0.95 of the group h100/fp8" in out
+    code, out, _ = run_cli(capsys, "size", SERVER, *sets(SMALL), "-q", "--no-interval")
+    assert code == 0 and hooks[-1] is None
+
+
+def test_size_says_why_a_case_is_infeasible(capsys, monkeypatch, small_result):
+    import dataclasses
+
+    reason = "exceeds packaging.max_gpus=20: at most 20 replicas of 1 GPUs fit"
+    p05, p95 = small_result.cases
+    infeasible = dataclasses.replace(p95, feasible=False, gpus=None, replicas=None, reason=reason)
+    rows = [{**small_result.rows[0], "gpus_p95": None}, *small_result.rows[1:]]
+    result = dataclasses.replace(small_result, rows=rows, cases=(p05, infeasible))
+    monkeypatch.setattr(planner, "size", lambda sc, **kw: result)
+    code, out, _ = run_cli(capsys, "size", SERVER, *sets(SMALL), "-q")
+    assert code == 0
+    assert f"(p05–p95: {p05.gpus:,}–infeasible)" in out
+    assert f"p95 case infeasible: {reason}" in out
+    code, out, _ = run_cli(capsys, "size", SERVER, *sets(SMALL), "-q", "--format", "json")
+    assert json.loads(out)["best"]["gpus_p95"] is None
 
 
 @pytest.mark.slow
@@ -162,9 +207,11 @@ def test_shipped_server_scenario_is_stable_across_seeds(capsys):
     answers = []
     for seed in (0, 1):
         overrides = [*REDUCED, "layouts.tp=[8]", f"simulation.seed={seed}"]
-        code, out, err = run_cli(capsys, "size", SERVER, *sets(overrides), "--format", "json", "-q")
+        code, out, err = run_cli(capsys, "size", SERVER, *sets(overrides), "--format", "json", "-q",
+                                 "--no-interval")
         assert code == 0, err
         best = json.loads(out)["best"]
+        assert "gpus_p05" not in best
         assert best["verified"] and best["ttft_p99_s"] <= 2.0 and best["tpot_p99_s"] <= 0.2
         answers.append(best["replicas"])
     assert abs(answers[0] - answers[1]) <= max(1, 0.02 * answers[0]), answers
@@ -186,6 +233,10 @@ def test_shipped_scenarios_run_at_reduced_fidelity(capsys, command, name, extra)
     payload = json.loads(out)
     rows = payload["rows"] if command == "compare" else payload["candidates"]
     assert any(r["feasible"] for r in rows)
+    if command == "size":  # the interval ran (verified, estimate-only and cost-ranked scenarios alike)
+        best = payload["best"]
+        assert best["gpus_p05"] <= best["gpus"] <= best["gpus_p95"]
+        assert [c["tag"] for c in payload["interval_cases"]] == ["p05", "p95"]
     if name == "llama2-70b-cost-power":
         assert all(r["usd_per_hour"] > 0 and r["usd_per_million_output_tokens"] > 0 for r in rows)
         assert [r["usd_per_hour"] for r in rows] == sorted(r["usd_per_hour"] for r in rows)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator.deployment import Layout, kv_bytes_per_token_per_gpu, make_deployment, plan_memory
+from simulator.errors import InputError
 from simulator.iteration import BatchShape, StepModel
 
 CASES = [
@@ -32,7 +34,7 @@ def _dep(model, hw, prec, tp, **kw):
 def test_decode_step_never_beats_hbm(model, hw, prec, tp, batch, ctx):
     """A decode step reads the weights it touches plus the KV it attends to: it cannot take less than
     those bytes / peak HBM bandwidth (per GPU)."""
-    dep = _dep(model, hw, prec, tp)
+    dep = _dep(model, hw, prec, tp, step_time_scale=1.0)  # pure physics (no calibrated model factor)
     sm = StepModel(dep)
     shape = sm.decode_shape(batch, ctx)
     floor_s = sm.min_decode_bytes_per_gpu(shape) / dep.accelerator.hbm_bandwidth_bytes_per_s
@@ -133,3 +135,26 @@ def test_pipeline_parallel_step_is_not_faster_than_weights_read():
     sm = StepModel(dep)
     weights_s = plan_memory(dep).weights_bytes_per_gpu / dep.accelerator.hbm_bandwidth_bytes_per_s
     assert sm.time_of(sm.decode_shape(1, 100)) > weights_s
+
+
+def test_step_time_scale_multiplies_kernel_time_not_the_overhead():
+    base = _dep("llama2-70b", "h200", "fp8", 2, step_time_scale=1.0)
+    slow = dataclasses.replace(base, step_time_scale=2.5)
+    shape = StepModel(base).decode_shape(64, 1000)
+    overhead_s = base.efficiency.step_overhead_s
+    kernel_s = StepModel(base).time_of(shape) - overhead_s
+    assert StepModel(slow).time_of(shape) - overhead_s == pytest.approx(2.5 * kernel_s)
+    with pytest.raises(InputError):
+        _dep("llama2-70b", "h200", "fp8", 2, step_time_scale=0.0)
+
+
+def test_deployments_carry_the_calibrated_model_factor_by_default():
+    from simulator.efficiency import model_step_time_scale
+
+    factors = {"gpt-oss-120b": {"log_throughput_factor": -0.9,
+                                "by_scenario": {"server": -1.0, "offline": -0.8, "interactive": -1.4}}}
+    assert model_step_time_scale("gpt-oss-120b", factors) == pytest.approx(math.exp(1.0))  # server
+    assert model_step_time_scale("gpt-oss-120b", factors, "offline") == pytest.approx(math.exp(0.8))
+    assert model_step_time_scale("llama2-70b", factors) == 1.0  # no factor: pure physics
+    dep = _dep("gpt-oss-120b", "b200", "fp4", 1)
+    assert dep.step_time_scale == pytest.approx(model_step_time_scale("gpt-oss-120b"))

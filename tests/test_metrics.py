@@ -258,3 +258,41 @@ def test_to_dict_keys_and_window_validation() -> None:
         assert key in d
     with pytest.raises(InputError):
         summarize(records, warmup_s=5.0, end_at_s=5.0, offline=False)
+
+
+def _infinite_server(rate_per_s: float, end_s: float, sojourn, seed: int) -> RequestRecords:
+    """M/G/inf: Poisson arrivals, nobody waits, each request stays ``sojourn(arrival, rng)`` seconds."""
+    rng = np.random.default_rng(seed)
+    arrival = np.cumsum(rng.exponential(1.0 / rate_per_s, int(rate_per_s * end_s * 1.2)))
+    arrival = arrival[arrival < end_s]
+    finish = arrival + sojourn(arrival, rng)
+    return _records(arrival, arrival + 0.01, finish, np.full(len(arrival), 100))
+
+
+def test_heavy_tailed_fill_up_is_not_saturation() -> None:
+    """A stable M/G/inf system with long, heavy-tailed lives (lognormal, mean 200 s, cv 2) keeps filling
+    up long after a warm-up of a few mean lives: the number in the system rises, but nothing is overloaded.
+    The trend test must not call that saturation (batches narrower than the correlation time did)."""
+    sigma = math.sqrt(math.log(1.0 + 2.0**2))
+
+    def lives(arrival: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return rng.lognormal(math.log(200.0) - sigma**2 / 2, sigma, len(arrival))
+
+    flagged = [
+        detect_saturation(_infinite_server(2.5, 2000.0, lives, seed), warmup_s=600.0, end_at_s=2000.0)[0]
+        for seed in range(20)
+    ]
+    assert sum(flagged) <= 1  # at most the trend test's own false-positive rate
+
+
+def test_growing_lives_are_saturation() -> None:
+    """Lives that lengthen with time (a batch that slows as it grows) make the backlog grow: flagged."""
+
+    def lives(arrival: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return rng.exponential(5.0, len(arrival)) + 0.05 * arrival
+
+    for seed in range(5):
+        saturated, reason = detect_saturation(
+            _infinite_server(2.5, 2000.0, lives, seed), warmup_s=200.0, end_at_s=2000.0
+        )
+        assert saturated and "number in the system" in reason

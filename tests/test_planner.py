@@ -170,16 +170,111 @@ def test_costs_rank_by_dollars_and_price_the_tokens():
         assert r["energy_usd_per_hour"] == pytest.approx(r["facility_power_kw"] * 0.08)
 
 
-def test_efficiency_variants_resize_each_candidate():
+def test_efficiency_variants_resize_only_the_best_row():
     def variants(dep: Deployment):
         eff = dep.efficiency
-        return {"p05": eff.scaled(memory_frac=0.8), "p95": eff.scaled(memory_frac=1.2)}
+        return {"slow": eff.scaled(memory_frac=0.8), "fast": eff.scaled(memory_frac=1.2)}
 
-    rows = planner.size(scenario("layouts.tp=[1,8]"), evaluator_factory=Factory(),
-                        efficiency_variants=variants).rows
-    for r in rows:
-        assert r["gpus_p05"] >= r["gpus"] >= r["gpus_p95"]
-        assert r["gpus_p05"] > r["gpus_p95"]
+    result = planner.size(scenario("layouts.tp=[1,8]"), evaluator_factory=Factory(),
+                          efficiency_variants=variants)
+    best, other = result.rows
+    assert best["gpus_slow"] > best["gpus"] > best["gpus_fast"]
+    assert other["gpus_slow"] is None and other["gpus_fast"] is None
+    assert list(best)[list(best).index("gpus") + 1:][:2] == ["gpus_slow", "gpus_fast"]  # beside gpus
+    assert [(c.label, c.tag) for c in result.cases] == [("mi355x fp4 TP1", t) for t in ("slow", "fast")]
+    assert result.num_simulations == sum(r["num_evaluations"] for r in result.rows) + sum(
+        c.num_evaluations for c in result.cases)
+
+
+# --------------------------------------------------------------------------------------------- interval
+def residual_document(log_p05: float, log_p95: float, key: str = "mi355x/fp4/vllm") -> dict:
+    """A calibration document whose only residuals are ``key``'s p05 / p95 (p50 between)."""
+    quantiles = {"p05": log_p05, "p50": 0.5 * (log_p05 + log_p95), "p95": log_p95}
+    return {"groups": {key: {"n_rows": 10, "residuals": {"log_residual_quantiles": quantiles}}}}
+
+
+def variant_capacity(sc: Scenario, log_residual: float, hardware: str = "mi355x") -> float:
+    """The fake's capacity for the best candidate (TP1) with efficiency scaled by exp(log_residual)."""
+    import dataclasses
+
+    from simulator.candidate_search import _deploy
+    from simulator.uncertainty import scaled_efficiency
+
+    dep = _deploy(sc, next(c for c in enumerate_candidates(sc) if c.hardware == hardware))
+    scaled = dataclasses.replace(dep, efficiency=scaled_efficiency(dep.efficiency, log_residual))
+    return Factory().capacity(scaled, sc)
+
+
+@pytest.mark.parametrize(("low", "high"), [(0.8, 1.25), (0.95, 1.1), (1 - 1e-9, 1 + 1e-9)])
+def test_interval_is_the_known_answer_for_known_efficiency_scalings(low, high):
+    from simulator.uncertainty import IntervalVariants
+
+    # a fine one-replica search makes every estimate exact, so the answers are known to the replica
+    sc = scenario("layouts.tp=[1]", "simulation.rel_tol=0.0005")
+    hook = IntervalVariants(residual_document(math.log(low), math.log(high)))
+    result = planner.size(sc, evaluator_factory=Factory(), efficiency_variants=hook)
+    best, target = result.best, sc.target_rate_per_s()
+    assert best["gpus"] == exact_replicas(target, variant_capacity(sc, 0.0))
+    assert best["gpus_p05"] == exact_replicas(target, variant_capacity(sc, math.log(high)))
+    assert best["gpus_p95"] == exact_replicas(target, variant_capacity(sc, math.log(low)))
+    assert best["gpus_p05"] <= best["gpus"] <= best["gpus_p95"]
+    if low == 0.8:
+        assert best["gpus_p05"] < best["gpus"] < best["gpus_p95"]
+
+
+def test_interval_cases_never_undershoot_a_pooling_fleet():
+    from simulator.uncertainty import IntervalVariants
+
+    sc = scenario("layouts.tp=[1]", "simulation.verify=all")
+    hook = IntervalVariants(residual_document(math.log(0.8), math.log(1.25)))
+    best = planner.size(sc, evaluator_factory=Factory(pooling=1.15), efficiency_variants=hook).best
+    target = sc.target_rate_per_s()
+    for tag, r in (("gpus_p05", math.log(1.25)), ("gpus_p95", math.log(0.8))):
+        cap = variant_capacity(sc, r)
+        # the smallest passing fleet at or above the pooling-corrected estimate: never below the true minimum,
+        # never above the unpooled estimate
+        assert exact_replicas(target, 1.15 * cap) <= best[tag] <= exact_replicas(target, cap / (1 + 0.02)) + 1
+
+
+def test_zero_residuals_collapse_the_interval_without_simulating():
+    from simulator.uncertainty import IntervalVariants
+
+    factory = Factory()
+    result = planner.size(scenario("layouts.tp=[1,8]"), evaluator_factory=factory,
+                          efficiency_variants=IntervalVariants(residual_document(0.0, 0.0)))
+    best = result.best
+    assert best["gpus_p05"] == best["gpus"] == best["gpus_p95"]
+    assert all(c.num_evaluations == 0 and c.feasible for c in result.cases)
+    assert len(factory.fakes) == 2  # no evaluator beyond the two candidates' own
+
+
+def test_an_infeasible_pessimistic_case_keeps_its_reason():
+    from simulator.uncertainty import IntervalVariants
+
+    hook = IntervalVariants(residual_document(math.log(0.5), math.log(1.25)))
+    free = planner.size(scenario("layouts.tp=[1]"), evaluator_factory=Factory(),
+                        efficiency_variants=hook).best
+    whole_nodes = 8 * math.ceil(free["gpus"] / 8)  # the limit counts provisioned GPUs, in 8-GPU nodes
+    capped = planner.size(scenario("layouts.tp=[1]", f"packaging.max_gpus={whole_nodes}"),
+                          evaluator_factory=Factory(), efficiency_variants=hook)
+    best = capped.best
+    assert best["gpus"] == free["gpus"] and best["gpus_p05"] == free["gpus_p05"]
+    assert best["gpus_p95"] is None
+    p95 = next(c for c in capped.cases if c.tag == "p95")
+    assert not p95.feasible and p95.gpus is None and "packaging.max_gpus" in p95.reason
+    assert capped.to_json()["interval_cases"][1]["reason"] == p95.reason
+
+
+def test_announced_figure_ranges_widen_the_interval():
+    from simulator.uncertainty import IntervalVariants
+
+    doc = residual_document(math.log(0.9), math.log(1.1), key="vera-rubin-nvl72/fp4/trtllm")
+    sc = scenario("hardware=vera-rubin-nvl72", "layouts.tp=[1]")
+    ranged = planner.size(sc, evaluator_factory=Factory(), efficiency_variants=IntervalVariants(doc)).best
+    plain = planner.size(sc, evaluator_factory=Factory(),
+                         efficiency_variants=IntervalVariants(doc, use_ranges=False)).best
+    assert ranged["gpus"] == plain["gpus"]
+    assert ranged["gpus_p05"] <= plain["gpus_p05"] <= plain["gpus"] <= plain["gpus_p95"] < ranged["gpus_p95"]
 
 
 def test_compare_divides_by_the_baseline():

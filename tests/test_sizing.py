@@ -78,6 +78,38 @@ def test_max_rate_guess_saves_evaluations_and_gives_same_answer() -> None:
     assert 7.0 / 1.02 <= r_high <= 7.0
 
 
+@pytest.mark.parametrize("guess_frac", [0.5, 0.9, 0.99, 1.01, 1.1, 3.0])
+def test_a_close_guess_with_a_bracket_factor_converges_in_few_evaluations(guess_frac: float) -> None:
+    capacity, tol = 7.0, 0.02
+    fake = LinearFleet(capacity)
+    rate, verdict = max_rate_one_replica(fake, rate_hi_per_s=1e4, min_rate_per_s=1e-3, rel_tol=tol,
+                                         rate_guess_per_s=guess_frac * capacity,
+                                         bracket_factor=(1 + tol) ** 2)
+    assert verdict is not None and capacity / (1 + tol) <= rate <= capacity  # the same answer as ever
+    # min rate, the guess, a walk whose factor squares each step (up or down), then a short bisection
+    steps = math.ceil(math.log2(max(abs(math.log(guess_frac)), math.log(1 + tol)) / math.log(1 + tol)))
+    assert len(fake.calls) <= 2 + (steps + 1) + (steps + 2)
+    if 0.9 <= guess_frac <= 1.1:
+        blind = LinearFleet(capacity)
+        max_rate_one_replica(blind, rate_hi_per_s=1e4, min_rate_per_s=1e-3, rel_tol=tol,
+                             rate_guess_per_s=guess_frac * capacity)
+        assert len(fake.calls) < len(blind.calls)
+    with pytest.raises(InputError, match="bracket_factor"):
+        max_rate_one_replica(fake, rate_hi_per_s=1e4, min_rate_per_s=1e-3, bracket_factor=1.0)
+
+
+@pytest.mark.parametrize("offset", [-5, -1, 0, 1, 3])
+def test_min_replicas_at_least_start_looks_only_upward(offset: int) -> None:
+    answer = exact_min_replicas(87.0, 1.0)
+    fake = LinearFleet(1.0)
+    n, verdict = min_replicas(fake, rate_per_s=87.0, start=answer + offset, max_replicas=1000,
+                              at_least_start=True)
+    assert verdict.meets_slo and n == max(answer, answer + offset)  # the smallest passing count >= start
+    assert min(c for c, _ in fake.calls) == answer + offset
+    if offset >= 0:
+        assert len(fake.calls) == 1  # a passing start settles it in one fleet run
+
+
 def test_max_rate_capped_at_rate_hi_and_zero_when_min_fails() -> None:
     rate, verdict = max_rate_one_replica(LinearFleet(100.0), rate_hi_per_s=10.0, min_rate_per_s=0.1)
     assert rate == 10.0 and verdict is not None
