@@ -99,15 +99,20 @@ def test_efficiency_quantiles_are_ordered_and_physical() -> None:
         calibration.efficiency_quantiles("h100", "fp8", "trtllm", 1.5, doc)
 
 
-def test_model_factor_picks_up_a_model_specific_bias_and_is_ignored_for_unseen_models() -> None:
-    rows = _h100_rows()
-    items = calibration.fit_rows(rows)
+def _biased_h100_rows(bias) -> tuple[list, list]:
+    """(fit items, rows whose measured value is the true-efficiency prediction x bias(spec))."""
+    items = calibration.fit_rows(_h100_rows())
     truth = {"compute_frac": 0.55, "memory_frac": 0.70, "network_frac": 0.81, "step_overhead_ms": 1.5}
     true_cal = {"h100/fp8/trtllm": {"params": truth}, "architecture:hopper": {"params": truth}}
     synthetic = []
     for row, spec, _ in items:
         value = replay.predict(spec, calibration=true_cal, mode="fast")["predicted"]
-        synthetic.append(replace(row, measured=value * (2.0 if spec.model_id == "mixtral-8x7b" else 1.0)))
+        synthetic.append(replace(row, measured=value * bias(spec)))
+    return items, synthetic
+
+
+def test_model_factor_picks_up_a_model_specific_bias_and_is_ignored_for_unseen_models() -> None:
+    items, synthetic = _biased_h100_rows(lambda spec: 2.0 if spec.model_id == "mixtral-8x7b" else 1.0)
     doc = calibration.fit(synthetic)
     factors = doc["model_factors"]
     others = [v["log_throughput_factor"] for m, v in factors.items() if m != "mixtral-8x7b"]
@@ -127,13 +132,7 @@ def test_model_factor_picks_up_a_model_specific_bias_and_is_ignored_for_unseen_m
 def test_scenario_factor_picks_up_a_scenario_specific_bias() -> None:
     """Server rows measured 1.5x what the true efficiencies give (Offline rows exact): the Server factor
     rises above the Offline one by about log 1.5, the model factor sits between."""
-    items = calibration.fit_rows(_h100_rows())
-    truth = {"compute_frac": 0.55, "memory_frac": 0.70, "network_frac": 0.81, "step_overhead_ms": 1.5}
-    true_cal = {"h100/fp8/trtllm": {"params": truth}, "architecture:hopper": {"params": truth}}
-    synthetic = []
-    for row, spec, _ in items:
-        value = replay.predict(spec, calibration=true_cal, mode="fast")["predicted"]
-        synthetic.append(replace(row, measured=value * (1.5 if spec.scenario == "server" else 1.0)))
+    _, synthetic = _biased_h100_rows(lambda spec: 1.5 if spec.scenario == "server" else 1.0)
     factors = calibration.fit(synthetic)["model_factors"]
     for entry in factors.values():
         by = entry["by_scenario"]
