@@ -665,6 +665,14 @@ def compare(
     plot: PlotOpt = None,
     quiet: QuietOpt = False,
     interval: Annotated[bool, typer.Option("--interval", help=IntervalHelp)] = False,
+    verify_each: Annotated[
+        bool,
+        typer.Option(
+            "--verify-each",
+            help="whole-fleet runs for every generation's best (default: the competitive ones and the "
+            "baseline; the rest keep their one-replica estimate)",
+        ),
+    ] = False,
 ) -> None:
     """The same workload sized on each generation, with ratios to a baseline (exit 1: none feasible)."""
     from simulator import planner
@@ -684,6 +692,7 @@ def compare(
             curves=bool(plot),
             progress=progress,
             efficiency_variants=_variants(interval),
+            verify_each=verify_each,
         )
     if out:
         meta = {**result.sizing.meta(), "baseline": result.baseline}

@@ -39,7 +39,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import product
 from typing import Any
@@ -199,24 +199,30 @@ class _Indexed:
 
 
 def _to_verify(
-    sc: Scenario, found: list[Found], done: dict[int, CandidateResult], group_by_hardware: bool
+    sc: Scenario, found: list[Found], done: dict[int, CandidateResult], per_hardware: Collection[str]
 ) -> list[int]:
-    """Indices of candidates to verify next (see the module docstring, step 3)."""
-    mode = sc.simulation.verify
+    """Indices of candidates to verify next (see the module docstring, step 3): those competitive
+    overall, plus, for each hardware in ``per_hardware`` (``compare``), those competitive within it."""
     pending = [i for i in range(len(found)) if i not in done]
-    if mode == "all" or mode == "none":
+    if sc.simulation.verify in ("all", "none"):
         return pending
-    margin = 1.0 + sc.simulation.verify_margin_frac
-    chosen = []
-    groups = {f.candidate.hardware if group_by_hardware else "" for f in found}
-    for group in groups:
-        members = [
-            i for i in range(len(found)) if not group_by_hardware or found[i].candidate.hardware == group
-        ]
-        verified = [_row_key(sc, done[i].row) for i in members if i in done and done[i].row["feasible"]]
-        best = min([*verified, *(found[i].key(sc) for i in members if i not in done)], default=math.inf)
-        chosen += [i for i in members if i not in done and found[i].key(sc) <= best * margin]
+    chosen = set(_competitive(sc, found, done, range(len(found))))
+    for hw in per_hardware:
+        members = [i for i in range(len(found)) if found[i].candidate.hardware == hw]
+        chosen |= set(_competitive(sc, found, done, members))
     return sorted(chosen)
+
+
+def _competitive(
+    sc: Scenario, found: list[Found], done: dict[int, CandidateResult], members: Iterable[int]
+) -> list[int]:
+    """Unverified ``members`` whose estimate is within the margin of the best among them (a verified
+    answer, or else an estimate)."""
+    members = list(members)
+    margin = 1.0 + sc.simulation.verify_margin_frac
+    verified = [_row_key(sc, done[i].row) for i in members if i in done and done[i].row["feasible"]]
+    best = min([*verified, *(found[i].key(sc) for i in members if i not in done)], default=math.inf)
+    return [i for i in members if i not in done and found[i].key(sc) <= best * margin]
 
 
 def _row_key(sc: Scenario, row: Mapping[str, Any]) -> float:
@@ -233,13 +239,15 @@ def size(
     curve_fractions: Sequence[float] = (),
     strict_limits: bool = True,
     group_by_hardware: bool = False,
+    verify_hardware: Collection[str] = (),
 ) -> SizingResult:
     """Size every candidate of ``scenario`` and rank them (see the module docstring).
 
     ``strict_limits``: when no candidate is feasible and packaging limits are what stand in the way,
     raise ``InputError`` naming the limit (a target impossible within the limits is bad input).
-    ``group_by_hardware``: choose the candidates to verify per hardware (``compare`` needs every
-    generation's best verified).
+    ``group_by_hardware``: the interval cases re-size each hardware's best (``compare``).
+    ``verify_hardware``: hardware whose best is verified by whole-fleet runs even when another
+    hardware's is far better (``compare``: every generation, or only the baseline).
     """
     started = time.perf_counter()
     sc = scenario
@@ -276,7 +284,7 @@ def size(
     finished: dict[int, CandidateResult] = {}
     verify_total = 0
     while True:
-        batch = _to_verify(sc, found, finished, group_by_hardware)
+        batch = _to_verify(sc, found, finished, verify_hardware)
         if not batch:
             break
         verify_total += len(batch)
@@ -400,10 +408,15 @@ def compare(
     progress: ProgressFn | None = None,
     evaluator_factory: EvaluatorFactory | None = None,
     efficiency_variants: EfficiencyVariants | None = None,
+    verify_each: bool = False,
 ) -> CompareResult:
     """Size the scenario on each of ``hardware`` (default: the scenario's) in ``formats`` ('auto': the
     precision MLPerf submitters used on each generation; None: the scenario's) and divide by
-    ``baseline`` (default: the scenario's ``baseline``, else the first hardware)."""
+    ``baseline`` (default: the scenario's ``baseline``, else the first hardware).
+
+    Whole-fleet verification (``simulation.verify: competitive``) covers the candidates competitive
+    overall and the baseline's best; with ``verify_each`` every generation's best. The others keep their
+    one-replica estimate (``verified: false``)."""
     updates: dict[str, Any] = {}
     if hardware:
         updates["hardware"] = list(hardware)
@@ -420,6 +433,7 @@ def compare(
         evaluator_factory=evaluator_factory,
         efficiency_variants=efficiency_variants,
         group_by_hardware=True,
+        verify_hardware=sc.hardware if verify_each else (base,),
     )
     rows = compare_rows(result.rows, baseline=base, by_cost=sc.costs is not None)
     for row in rows:

@@ -289,9 +289,24 @@ def test_compare_divides_by_the_baseline():
     per_gpu = "output_tokens_per_s_per_gpu"
     assert m["uplift_vs_baseline"] == pytest.approx(m[per_gpu] / h[per_gpu])
     assert m["gpus_ratio_vs_baseline"] == pytest.approx(m["gpus"] / h["gpus"])
-    assert all(r["verified"] for r in result.rows)  # every generation's best gets fleet runs
+    assert all(r["verified"] for r in result.rows)  # the winner and the baseline get fleet runs
     with pytest.raises(InputError, match="unknown baseline hardware 'b200'"):
         planner.compare(scenario(), hardware=["mi355x"], baseline="b200", evaluator_factory=Factory())
+
+
+@pytest.mark.parametrize("verify_each", [False, True])
+def test_compare_verifies_the_winner_and_the_baseline_or_each_generation(verify_each):
+    factory = Factory()
+    result = planner.compare(scenario("layouts.tp=[1]"), hardware=["mi355x", "h200", "mi300x"],
+                             baseline="mi300x", evaluator_factory=factory, verify_each=verify_each)
+    rows = {r["hardware"]: r for r in result.rows}
+    assert rows["h200"]["gpus"] > 1.25 * rows["mi355x"]["gpus"]  # h200 is not competitive
+    fleet_runs = {hw: any(n > 1 for n, _ in factory.fakes[f"{hw} {rows[hw]['precision']} TP1"].calls)
+                  for hw in rows}
+    assert fleet_runs == {"mi355x": True, "mi300x": True, "h200": verify_each}
+    assert {hw: r["verified"] for hw, r in rows.items()} == fleet_runs
+    if not verify_each:
+        assert rows["h200"]["gpus"] == rows["h200"]["estimated_replicas"]  # its one-replica estimate
 
 
 def test_sweep_writes_one_row_per_grid_point():
