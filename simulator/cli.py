@@ -585,7 +585,7 @@ def _interval_notes(cases: Any) -> None:
                 typer.echo(f"{c.tag} case infeasible: {c.reason}")
 
 
-def _notes(rows: list[dict[str, Any]], scenario: Any) -> None:
+def _notes(rows: list[dict[str, Any]], scenario: Any, verified: str = "competitive candidates") -> None:
     announced = sorted({r["hardware"] for r in rows if r.get("hardware_status") == "announced"})
     if announced:
         typer.echo(f"note: {', '.join(announced)}: ANNOUNCED hardware, projected figures")
@@ -593,11 +593,11 @@ def _notes(rows: list[dict[str, Any]], scenario: Any) -> None:
         which = (
             "simulation.verify is 'none'"
             if scenario.simulation.verify == "none"
-            else "only competitive candidates get whole-fleet simulations"
+            else f"only {verified} get whole-fleet simulations"
         )
         typer.echo(
-            "note: 'estimate' rows are sized from one replica (Poisson splitting: an upper bound for "
-            f"state-aware routers); {which}"
+            "note: 'estimate' rows are sized from one replica's highest passing rate (Poisson splitting, no "
+            f"fleet run); {which}"
         )
 
 
@@ -711,7 +711,7 @@ def compare(
         head = _headline(result.sizing.header(), result.sizing.scenario)
         typer.echo(f"{head}; baseline {result.baseline}")
         typer.echo(_render(result.rows, compare=True))
-        _notes(result.rows, sc)
+        _notes(result.rows, sc, "the competitive generations and the baseline (--verify-each: all)")
         for r in result.rows:
             if _interval_text(r):
                 typer.echo(f"{r['hardware']}: {r['gpus']:,} GPUs{_interval_text(r)}")

@@ -16,7 +16,9 @@ Per candidate (hardware x format x layout, see ``candidates.enumerate_candidates
    so by default (``simulation.verify: competitive``) only candidates whose estimate is within
    ``verify_margin_frac`` of the best (GPUs, or $/hour with costs; per hardware in ``compare``) are
    verified, repeating until no unverified estimate can beat a verified answer. Other rows keep the
-   estimate (``verified: false``, an upper bound for state-aware routers).
+   estimate (``verified: false``). For the true one-replica rate that is an upper bound with state-aware
+   routers; the searched rate carries run-to-run noise, so a verified fleet can also need a few % more
+   replicas (measured within 3% on the README comparison).
 4. Packaging (nodes, racks, power, cost) of the replica count, with the scenario's headroom.
 
 Rows are ranked by GPUs, or by $/hour when the scenario has ``costs``; infeasible candidates keep their
