@@ -335,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         "(MoE grouped GEMMs at small per-expert batches, MLA, attention sinks, speculative decoding in "
         "DeepSeek/gpt-oss Interactive) and for software maturing between rounds; they are empirical, not "
         "physics, and are listed below. Sizing applies the model's Server factor plus the latest round's "
-        "offset as a kernel-time scale.",
+        "offset the same way: a replica carrying a real rate is simulated at rate / factor and its "
+        "tokens/s multiplied back.",
         "",
     ]
     out += ["## Out-of-sample: fit on older rounds, predict each newer round (`validate --cv version`)", ""]

@@ -22,9 +22,11 @@ the architecture level, one log throughput multiplier per benchmark model = the 
 rows (prior N(0, SIGMA_MODEL^2)). It stands for what the iteration model misses for that model's kernels
 (MoE grouped GEMMs at small per-expert batches, MLA, attention sinks, sampling) and applies to every
 accelerator alike; a model absent from the training rows gets none. ``replay.predict`` multiplies the
-predicted throughput by exp(factor); sizing (``make_deployment``) applies it as a kernel-time scale
-exp(-factor) (``Deployment.step_time_scale``), which is the same for throughput-bound (Offline-like)
-operation and approximate under a TPOT limit. Replays never get the scale (no double counting).
+predicted throughput by exp(factor); sizing does the same (``candidates.SimulationEvaluator``: a replica
+carrying a real rate is simulated at rate / exp(factor), and its tokens/s multiplied back), so sizing
+uses exactly the transformation that validation measures. A kernel-time scale instead (tried) inflates
+the fixed per-step cost under a TPOT limit: gpt-oss-120b on MI355X sized at 4.3k tok/s/GPU against the
+~10k MLPerf measured.
 Output (``fit``): {"groups": {key: {"params", "n_rows", "residuals", "provenance"}}, "meta": {...}} --
 the layout ``efficiency.lookup_efficiency`` reads from ``hardware_profiles/calibration.yaml``.
 """

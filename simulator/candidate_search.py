@@ -33,7 +33,7 @@ from simulator.candidates import (
     rack_for,
 )
 from simulator.deployment import Deployment, make_deployment, plan_memory, require_fit
-from simulator.efficiency import Efficiency
+from simulator.efficiency import Efficiency, model_throughput_factor
 from simulator.errors import InputError, NoFeasibleAnswer
 from simulator.scenario import Scenario
 from simulator.sizing import (
@@ -144,6 +144,7 @@ def _evaluator(
         fleet_duration_s=sim.fleet_duration_s,
         latency_hint_s=bounds.mean_e2e_hi_s,
         fleet_latency_s=fleet_latency_s,
+        throughput_factor=model_throughput_factor(dep.model.id),
     )
 
 
@@ -183,7 +184,7 @@ def _deploy(
         cand.layout,
         framework=eng.framework,
         kv_precision=eng.kv_precision,
-        max_num_seqs=eng.max_num_seqs,
+        max_num_seqs=eng.max_num_seqs * cand.layout.schedulers,
         max_batched_tokens=eng.max_batched_tokens,
         efficiency=efficiency,
     )

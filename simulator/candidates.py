@@ -73,8 +73,9 @@ def auto_precision(acc: Accelerator) -> str:
 def enumerate_candidates(scenario: Scenario) -> list[Candidate]:
     """Every hardware x format x layout of the scenario, in that order.
 
-    Cross-product artefacts are skipped silently: ``ep > tp * pp``, ``ep > 1`` on a dense model, and
-    layouts whose replicas-per-node is not listed in ``layouts.replicas_per_node``. Other invalid
+    Cross-product artefacts are skipped silently: ``ep > tp * pp``, ``ep > 1`` on a dense model,
+    attention-DP at tp 1 when attention-TP is listed too (the same layout), and layouts whose
+    replicas-per-node is not listed in ``layouts.replicas_per_node``. Other invalid
     layouts (tp beyond the scale-up domain, ...) stay and become infeasible rows with the reason.
     Raises ``InputError`` when nothing is left.
     """
@@ -86,8 +87,8 @@ def enumerate_candidates(scenario: Scenario) -> list[Candidate]:
         rack = rack_for(scenario, acc)
         formats = [auto_precision(acc)] if scenario.formats == FORMATS_AUTO else scenario.formats
         for fmt, tp, pp, ep, attn in product(formats, spec.tp, spec.pp, spec.ep, spec.attention):
-            if ep > tp * pp or (ep > 1 and not moe):
-                continue
+            if ep > tp * pp or (ep > 1 and not moe) or (attn == "dp" and tp == 1 and "tp" in spec.attention):
+                continue  # (attention-DP over one GPU is attention-TP over one GPU: searched once)
             per_replica = tp * pp
             if spec.replicas_per_node is not None and not (
                 rack.gpus_per_node % per_replica == 0
@@ -318,6 +319,12 @@ class SimulationEvaluator:
     backlog grows by about its overload fraction, so clear failures are not re-run); fleet runs are long
     from the start.
 
+    ``throughput_factor`` (the calibrated per-model factor, ``efficiency.model_throughput_factor``): the
+    real replica serves that many times the simulated one's load at the same latencies, so a run at
+    ``rate_per_s`` simulates ``rate_per_s / throughput_factor`` and reports the carried tokens/s times the
+    factor -- the transformation ``replay`` applies to the MLPerf rows it is validated on. Latencies, KV
+    occupancy and utilisation are the simulated replica's.
+
     Verdict: ``meets_slo`` is MLPerf's test (p99 TTFT and p99 TPOT within the limits, not saturated);
     ``output_tokens_per_s`` counts the output tokens of requests arriving in the measurement window,
     divided by the window (the carried load); ``extra`` adds the per-user decode rate (1 / mean TPOT),
@@ -337,7 +344,10 @@ class SimulationEvaluator:
         latency_hint_s: float,
         fleet_latency_s: tuple[float, float] | None = None,
         on_run: RunCallback | None = None,
+        throughput_factor: float = 1.0,
     ) -> None:
+        if not throughput_factor > 0:
+            raise ValueError(f"throughput_factor must be > 0, got {throughput_factor}")
         self.deployment = dep
         self._spec = workload
         self._slo = slo
@@ -348,6 +358,7 @@ class SimulationEvaluator:
         self._hint_s = latency_hint_s
         self.fleet_latency_s = fleet_latency_s
         self._on_run = on_run
+        self.throughput_factor = throughput_factor
 
     def timing(self, num_replicas: int) -> tuple[float, float]:
         """(duration_s, warmup_s) of a run of ``num_replicas`` replicas."""
@@ -360,7 +371,9 @@ class SimulationEvaluator:
         return warmup + max((1.0 - DEFAULT_WARMUP_FRAC) * base, scale * WINDOW_LATENCIES * mean_s), warmup
 
     def _run(self, num_replicas: int, rate_per_s: float, duration_s: float, warmup_s: float) -> Any:
-        return run(self.deployment, self._spec.at_rate(rate_per_s), num_replicas=num_replicas,
+        """Simulate the load the model replicas carry for a real ``rate_per_s`` (see the class docstring)."""
+        simulated_rate_per_s = rate_per_s / self.throughput_factor
+        return run(self.deployment, self._spec.at_rate(simulated_rate_per_s), num_replicas=num_replicas,
                    duration_s=duration_s, warmup_s=warmup_s, router=self._router, seed=self._seed,
                    slo=self._slo)
 
@@ -378,7 +391,8 @@ class SimulationEvaluator:
         rec = result.records
         window = (rec.arrival_at_s >= result.warmup_s) & (rec.arrival_at_s < result.duration_s)
         done = window & ~np.isnan(rec.finish_at_s)
-        carried = float(rec.output_tokens[done].sum()) / (result.duration_s - result.warmup_s)
+        window_s = result.duration_s - result.warmup_s
+        carried = self.throughput_factor * float(rec.output_tokens[done].sum()) / window_s
         tpot_mean, e2e_mean = s.tpot_s.mean.value, s.e2e_s.mean.value
         per_user = 1.0 / tpot_mean if tpot_mean > 0 and math.isfinite(tpot_mean) else None
         return LoadVerdict(

@@ -16,8 +16,10 @@ import typer
 
 from simulator import units
 from simulator.deployment import Layout, make_deployment
+from simulator.efficiency import model_throughput_factor
 from simulator.errors import InputError, NoFeasibleAnswer
 from simulator.estimate import estimate as run_estimate
+from simulator.estimate import factor_notes
 from simulator.export import check_output_path, write_columns
 from simulator.hardware import list_accelerators, load_accelerator
 from simulator.metrics import Slo
@@ -357,6 +359,7 @@ def simulate(
         "slo_tpot_p99_s": slo_obj.tpot_p99_s if slo_obj else None,
         **summary,
         "output_tokens_per_s_per_gpu": summary["output_tokens_per_s"] / (replicas * dep.layout.gpus),
+        "model_throughput_factor": model_throughput_factor(dep.model.id),
     }
     if slo_obj is not None:
         result["slo_attainment"] = summary.get("slo_attainment_frac")
@@ -415,6 +418,8 @@ def _print_simulation(r: dict[str, Any]) -> None:
             )
         )
     print_pairs(rows)
+    for note in factor_notes(r["model"]):
+        typer.echo(f"note: this run is the roofline model; {note}")
 
 
 # ------------------------------------------------------------------------------ size, compare, sweep, schema

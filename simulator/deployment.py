@@ -27,7 +27,6 @@ from simulator.efficiency import (
     default_framework,
     lookup_efficiency,
     memory_settings,
-    model_step_time_scale,
     normalise_framework,
 )
 from simulator.errors import InputError
@@ -46,6 +45,12 @@ class Layout:
     pp: int = 1
     ep: int = 1
     attention: str = "tp"
+
+    @property
+    def schedulers(self) -> int:
+        """Batch schedulers of one replica: each attention-DP rank schedules its own batch (and has its own
+        ``max_num_seqs``), else one."""
+        return self.tp if self.attention == "dp" else 1
 
     @property
     def gpus(self) -> int:
@@ -79,7 +84,7 @@ class Deployment:
     max_num_seqs: int = 1024
     max_batched_tokens: int = 8192
     notes: tuple[str, ...] = field(default=())
-    step_time_scale: float = 1.0  # multiplies kernel time (calibrated per-model factor; 1.0 = pure physics)
+    step_time_scale: float = 1.0  # multiplies kernel time (1.0 = the roofline model)
 
 
 def _check_positive(name: str, value: int) -> None:
@@ -122,12 +127,13 @@ def make_deployment(
     efficiency: Efficiency | None = None,
     max_num_seqs: int = 1024,
     max_batched_tokens: int = 8192,
-    step_time_scale: float | None = None,
+    step_time_scale: float = 1.0,
 ) -> Deployment:
     """Resolve names into a validated ``Deployment``; raises ``InputError`` on any bad input.
 
-    ``efficiency`` None: the calibrated efficiency of the group. ``step_time_scale`` None: the calibrated
-    per-model kernel-time factor (``efficiency.model_step_time_scale``); pass 1.0 for pure physics.
+    ``efficiency`` None: the calibrated efficiency of the group. ``step_time_scale``: a kernel-time
+    multiplier (1.0: the roofline model; the calibrated per-model factor is a throughput multiplier applied
+    by sizing, see ``efficiency.model_throughput_factor``).
     """
     spec = load_model(model) if isinstance(model, str) else model
     acc = load_accelerator(hardware) if isinstance(hardware, str) else hardware
@@ -144,7 +150,7 @@ def make_deployment(
     notes = ()
     if FORMATS[prec.weights].compute_family != family:
         notes = (f"{prec.weights} weights run weight-only-quantised at the {family} rate on {acc.id}",)
-    scale = model_step_time_scale(spec.id) if step_time_scale is None else step_time_scale
+    scale = step_time_scale
     if not scale > 0:
         raise InputError(f"step_time_scale must be > 0, got {scale}")
     return Deployment(

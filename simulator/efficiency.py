@@ -138,15 +138,16 @@ def lookup_efficiency(
     )
 
 
-def model_step_time_scale(model_id: str, model_factors: dict[str, Any] | None = None,
-                          scenario: str = "server") -> float:
-    """Kernel-time multiplier of a model: exp(-log throughput factor) from a calibration's ``model_factors``.
+def model_throughput_factor(model_id: str, model_factors: dict[str, Any] | None = None,
+                            scenario: str = "server") -> float:
+    """Throughput multiplier of a model: exp(log throughput factor) from a calibration's ``model_factors``.
 
-    The factor is what the iteration model misses for that model's kernels, fitted on MLPerf rows of all
-    accelerators (see ``simulator.calibration``); the ``scenario``'s factor when fitted (default 'server':
-    sizing is for latency targets; Interactive factors may include speculative decoding and are not used
-    by default), else the model's, plus the latest MLPerf round's offset (sizing assumes today's software).
-    1.0 when the model has none. ``model_factors`` None: the shipped file.
+    Measured / predicted throughput of the model's MLPerf rows on all accelerators (see
+    ``simulator.calibration``): what the iteration model misses for that model's kernels. The
+    ``scenario``'s factor when fitted (default 'server': sizing is for latency targets; Interactive
+    factors may include speculative decoding and are not used by default), else the model's, plus the
+    latest MLPerf round's offset (sizing assumes today's software). 1.0 when the model has none.
+    ``model_factors`` None: the shipped file.
     """
     if model_factors is None:
         model_factors = _load_yaml(calibration_path()).get("model_factors")
@@ -155,7 +156,7 @@ def model_step_time_scale(model_id: str, model_factors: dict[str, Any] | None = 
         return 1.0
     by_scenario = entry.get("by_scenario") or {}
     log_factor = float(by_scenario.get(scenario, entry.get("log_throughput_factor", 0.0)))
-    return math.exp(-(log_factor + version_offset(entry.get("by_version") or {}, None)))
+    return math.exp(log_factor + version_offset(entry.get("by_version") or {}, None))
 
 
 def version_offset(by_version: dict[str, float], version: str | None) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from simulator.deployment import Deployment, plan_memory, require_fit
+from simulator.efficiency import model_throughput_factor
 from simulator.errors import InputError
 from simulator.iteration import StepModel
 
@@ -69,14 +70,15 @@ def estimate(dep: Deployment, *, batch: int, input_tokens: int, output_tokens: i
         "decode_output_tokens_per_s_per_gpu_at_batch": batch / decode_s / gpus,
         "saturated_decode_output_tokens_per_s_per_gpu": largest / saturated_s / gpus if largest else 0.0,
         "efficiency_source": dep.efficiency.source,
-        "step_time_scale": dep.step_time_scale,
-        "notes": [*dep.notes, *scale_notes(dep)],
+        "throughput_factor": model_throughput_factor(dep.model.id),
+        "notes": [*dep.notes, *factor_notes(dep.model.id)],
     }
 
 
-def scale_notes(dep: Deployment) -> list[str]:
-    """A note when kernel times carry the calibrated per-model factor (``Deployment.step_time_scale``)."""
-    if dep.step_time_scale == 1.0:
+def factor_notes(model_id: str) -> list[str]:
+    """A note when the model has a calibrated throughput factor (``efficiency.model_throughput_factor``)."""
+    factor = model_throughput_factor(model_id)
+    if factor == 1.0:
         return []
-    return [f"kernel times x{dep.step_time_scale:.2f}: calibrated {dep.model.id} factor (MLPerf measured "
-            f"{1.0 / dep.step_time_scale:.2f}x the roofline model's throughput across accelerators)"]
+    return [f"sizing multiplies throughput by x{factor:.2f}: calibrated {model_id} factor (MLPerf Server "
+            f"rows measured {factor:.2f}x this roofline model's throughput across accelerators)"]

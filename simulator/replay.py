@@ -149,8 +149,7 @@ def candidates(key: PartKey) -> tuple[tuple[Deployment, MemoryPlan], ...]:
         if layout.pp > 1 and any(d.layout.pp == 1 for d, _ in fits):
             break
         try:
-            # each attention-DP rank schedules its own batch (its own max_num_seqs)
-            seqs = MAX_NUM_SEQS * (layout.tp if layout.attention == "dp" else 1)
+            seqs = MAX_NUM_SEQS * layout.schedulers
             dep = make_deployment(key.model_id, key.accelerator_id, key.precision, layout,
                                   framework=key.framework, max_num_seqs=seqs, step_time_scale=1.0)
         except InputError:

@@ -322,7 +322,8 @@ class HeadroomSpec(_Strict):
 
 
 class EngineSpec(_Strict):
-    """Serving-engine settings of every replica (framework default: TensorRT-LLM on NVIDIA, vLLM on AMD)."""
+    """Serving-engine settings of every replica (framework default: TensorRT-LLM on NVIDIA, vLLM on AMD).
+    ``max_num_seqs`` is per scheduler: an attention-DP replica has one per rank (``Layout.schedulers``)."""
 
     framework: str | None = None
     kv_precision: str | None = None

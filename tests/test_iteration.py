@@ -148,13 +148,13 @@ def test_step_time_scale_multiplies_kernel_time_not_the_overhead():
         _dep("llama2-70b", "h200", "fp8", 2, step_time_scale=0.0)
 
 
-def test_deployments_carry_the_calibrated_model_factor_by_default():
-    from simulator.efficiency import model_step_time_scale
+def test_model_throughput_factor_takes_the_scenario_factor_plus_the_latest_round():
+    from simulator.efficiency import model_throughput_factor
 
     factors = {"gpt-oss-120b": {"log_throughput_factor": -0.9,
-                                "by_scenario": {"server": -1.0, "offline": -0.8, "interactive": -1.4}}}
-    assert model_step_time_scale("gpt-oss-120b", factors) == pytest.approx(math.exp(1.0))  # server
-    assert model_step_time_scale("gpt-oss-120b", factors, "offline") == pytest.approx(math.exp(0.8))
-    assert model_step_time_scale("llama2-70b", factors) == 1.0  # no factor: pure physics
-    dep = _dep("gpt-oss-120b", "b200", "fp4", 1)
-    assert dep.step_time_scale == pytest.approx(model_step_time_scale("gpt-oss-120b"))
+                                "by_scenario": {"server": -1.0, "offline": -0.8, "interactive": -1.4},
+                                "by_version": {"v5.1": 0.5, "v6.0": 0.2}}}
+    assert model_throughput_factor("gpt-oss-120b", factors) == pytest.approx(math.exp(-0.8))  # server + v6.0
+    assert model_throughput_factor("gpt-oss-120b", factors, "offline") == pytest.approx(math.exp(-0.6))
+    assert model_throughput_factor("llama2-70b", factors) == 1.0  # no factor: pure physics
+    assert _dep("gpt-oss-120b", "b200", "fp4", 1).step_time_scale == 1.0  # deployments are the roofline model

@@ -328,10 +328,18 @@ def test_the_frontier_keeps_the_upper_right_points():
 
 
 def test_candidates_enumerate_the_cross_product_without_artefacts():
-    sc = load_scenario("gpt-oss-120b-1m-mi355x", ["layouts.tp=[1,2,8]", "layouts.ep=[1,2,8]"])
+    sc = load_scenario("gpt-oss-120b-1m-mi355x",
+                       ["layouts.tp=[1,2,8]", "layouts.ep=[1,2,8]", "layouts.attention=[tp]"])
     labels = [c.label for c in enumerate_candidates(sc)]
     assert labels == ["mi355x fp4 TP1", "mi355x fp4 TP2", "mi355x fp4 TP2 EP2", "mi355x fp4 TP8",
                       "mi355x fp4 TP8 EP2", "mi355x fp4 TP8 EP8"]
+    both = load_scenario("gpt-oss-120b-1m-mi355x",
+                         ["layouts.tp=[1,8]", "layouts.ep=[8]", "layouts.attention=[tp,dp]"])
+    assert [c.label for c in enumerate_candidates(both)] == ["mi355x fp4 TP8 EP8",
+                                                             "mi355x fp4 TP8 EP8 attn-DP"]
+    one_gpu = load_scenario("gpt-oss-120b-1m-mi355x",
+                            ["layouts.tp=[1]", "layouts.ep=[1]", "layouts.attention=[tp,dp]"])
+    assert [c.label for c in enumerate_candidates(one_gpu)] == ["mi355x fp4 TP1"]  # dp over 1 GPU = tp
     dense = load_scenario(SERVER, ["layouts.ep=[1,8]", "layouts.replicas_per_node=[8,1]"])
     assert [c.label for c in enumerate_candidates(dense)] == ["mi355x fp4 TP1", "mi355x fp4 TP8"]
     with pytest.raises(InputError, match="no layout to search"):
@@ -360,3 +368,24 @@ def test_end_to_end_small_scenario_is_feasible_reproducible_and_seed_stable():
     assert abs(best["replicas"] - best["estimated_replicas"]) <= max(2, 0.1 * best["estimated_replicas"])
     assert abs(c.best["replicas"] - best["replicas"]) <= max(1, 0.02 * best["replicas"])
     assert time.perf_counter() - started < 60
+
+
+def test_simulated_replica_carries_the_real_rate_divided_by_the_model_factor():
+    """A throughput factor f: a run at rate r simulates r / f (identical runs, same seed) and reports
+    f times the carried tokens/s; latencies are the simulated replica's."""
+    from simulator.candidates import SimulationEvaluator
+    from simulator.deployment import make_deployment
+
+    sc = scenario("model=llama3.1-8b", "workload.benchmark=llama3.1-8b")
+    dep = make_deployment("llama3.1-8b", "h100", "fp8")
+    kwargs = dict(router="least-outstanding", seed=0, search_duration_s=20.0, fleet_duration_s=20.0,
+                  latency_hint_s=1.0)
+    plain = SimulationEvaluator(dep, sc.workload, sc.slo.to_slo(), **kwargs).evaluate(1, 5.0)
+    scaled = SimulationEvaluator(dep, sc.workload, sc.slo.to_slo(), throughput_factor=2.5,
+                                 **kwargs).evaluate(1, 12.5)
+    assert scaled.output_tokens_per_s == pytest.approx(2.5 * plain.output_tokens_per_s)
+    assert plain.output_tokens_per_s > 0
+    assert (scaled.ttft_p99_s, scaled.tpot_p99_s, scaled.meets_slo) == (
+        plain.ttft_p99_s, plain.tpot_p99_s, plain.meets_slo)
+    with pytest.raises(ValueError, match="throughput_factor"):
+        SimulationEvaluator(dep, sc.workload, sc.slo.to_slo(), throughput_factor=0.0, **kwargs)
