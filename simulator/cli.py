@@ -591,6 +591,8 @@ def _interval_notes(cases: Any) -> None:
 
 
 def _notes(rows: list[dict[str, Any]], scenario: Any, verified: str = "competitive candidates") -> None:
+    for note in factor_notes(scenario.model):
+        typer.echo(f"note: {note}")
     announced = sorted({r["hardware"] for r in rows if r.get("hardware_status") == "announced"})
     if announced:
         typer.echo(f"note: {', '.join(announced)}: ANNOUNCED hardware, projected figures")

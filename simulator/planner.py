@@ -58,6 +58,7 @@ from simulator.candidate_search import (
     search_one,
 )
 from simulator.candidates import Candidate, enumerate_candidates
+from simulator.efficiency import model_throughput_factor
 from simulator.errors import InputError, unknown_name
 from simulator.scenario import Scenario
 from simulator.scenario_files import Override, build_scenario, revalidate, scenario_hash
@@ -135,6 +136,7 @@ class SizingResult:
             "router": sc.simulation.router,
             "seed": sc.simulation.seed,
             "fidelity": sc.simulation.fidelity,
+            "model_throughput_factor": model_throughput_factor(sc.model),
         }
 
     def meta(self) -> dict[str, Any]:

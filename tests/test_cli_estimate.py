@@ -199,3 +199,17 @@ def test_simulate_bad_input(args, needle):
         "simulate", "--model", "llama2-70b", "--hardware", "h100", "--precision", "fp8", "--tp", "8", *args
     )
     assert out.returncode == 2 and needle in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_estimate_states_the_calibrated_model_factor_sizing_applies():
+    from simulator.efficiency import model_throughput_factor
+
+    factor = model_throughput_factor("gpt-oss-120b")
+    assert factor != 1.0  # the shipped calibration has a gpt-oss-120b factor
+    res = fleetsim("estimate", "--model", "gpt-oss-120b", "--hardware", "mi355x", "--precision", "fp4")
+    assert res.returncode == 0, res.stderr
+    note = f"note: sizing multiplies throughput by x{factor:.2f}: calibrated gpt-oss-120b factor"
+    assert note in res.stdout
+    data = json.loads(fleetsim("estimate", "--model", "gpt-oss-120b", "--hardware", "mi355x", "--precision",
+                               "fp4", "--format", "json").stdout)
+    assert data["throughput_factor"] == pytest.approx(factor)
