@@ -70,7 +70,7 @@ def estimate(dep: Deployment, *, batch: int, input_tokens: int, output_tokens: i
         "decode_output_tokens_per_s_per_gpu_at_batch": batch / decode_s / gpus,
         "saturated_decode_output_tokens_per_s_per_gpu": largest / saturated_s / gpus if largest else 0.0,
         "efficiency_source": dep.efficiency.source,
-        "throughput_factor": model_throughput_factor(dep.model.id),
+        "model_throughput_factor": model_throughput_factor(dep.model.id),
         "notes": [*dep.notes, *factor_notes(dep.model.id)],
     }
 

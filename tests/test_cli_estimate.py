@@ -212,4 +212,4 @@ def test_estimate_states_the_calibrated_model_factor_sizing_applies():
     assert note in res.stdout
     data = json.loads(fleetsim("estimate", "--model", "gpt-oss-120b", "--hardware", "mi355x", "--precision",
                                "fp4", "--format", "json").stdout)
-    assert data["throughput_factor"] == pytest.approx(factor)
+    assert data["model_throughput_factor"] == pytest.approx(factor)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 
@@ -354,7 +353,6 @@ SMALL = ["model=llama3.1-8b", "workload.benchmark=llama3.1-8b", "slo.preset=mlpe
 
 @pytest.mark.slow
 def test_end_to_end_small_scenario_is_feasible_reproducible_and_seed_stable():
-    started = time.perf_counter()
     a = planner.size(load_scenario(SERVER, SMALL))
     b = planner.size(load_scenario(SERVER, SMALL))
     c = planner.size(load_scenario(SERVER, [*SMALL, "simulation.seed=1"]))
@@ -367,7 +365,6 @@ def test_end_to_end_small_scenario_is_feasible_reproducible_and_seed_stable():
     # fleet verdict lands close to the one-replica estimate (least-outstanding routing pools a little)
     assert abs(best["replicas"] - best["estimated_replicas"]) <= max(2, 0.1 * best["estimated_replicas"])
     assert abs(c.best["replicas"] - best["replicas"]) <= max(1, 0.02 * best["replicas"])
-    assert time.perf_counter() - started < 60
 
 
 def test_simulated_replica_carries_the_real_rate_divided_by_the_model_factor():
