@@ -235,17 +235,25 @@ def _params_table(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _multipliers(offsets: dict[str, float]) -> str:
+    """'v5.1 x0.69, v6.0 x1.19' from log offsets keyed by round."""
+    return ", ".join(f"{v} x{math.exp(d):.2f}" for v, d in offsets.items())
+
+
 def _factors_table(doc: dict[str, Any]) -> list[str]:
-    """Per model: its factor, per-scenario factors and per-round offsets, as x multipliers."""
-    out = ["| model | rows | model | offline | server | interactive | round offsets |",
-           "|---|---:|---:|---:|---:|---:|---|"]
+    """Per model: its factor, per-scenario factors, per-round offsets and per-(scenario, round) offsets,
+    as x multipliers."""
+    out = ["| model | rows | model | offline | server | interactive | round offsets | "
+           "round offsets within a scenario |",
+           "|---|---:|---:|---:|---:|---:|---|---|"]
     for model, entry in sorted(doc.get("model_factors", {}).items()):
         by = entry.get("by_scenario", {})
         cells = [f"x{math.exp(by[sc]):.2f}" if sc in by else ""
                  for sc in ("offline", "server", "interactive")]
-        rounds = ", ".join(f"{v} x{math.exp(d):.2f}" for v, d in entry.get("by_version", {}).items())
+        within = entry.get("by_scenario_version", {})
+        nested = "; ".join(f"{sc}: {_multipliers(o)}" for sc, o in within.items())
         out.append(f"| {model} | {entry['n_rows']} | x{math.exp(entry['log_throughput_factor']):.2f} | "
-                   f"{' | '.join(cells)} | {rounds} |")
+                   f"{' | '.join(cells)} | {_multipliers(entry.get('by_version', {}))} | {nested} |")
     return out
 
 

@@ -21,12 +21,13 @@ Model factors (``model_factors``, top level, NOT efficiencies; ``use_model_facto
 the architecture level, one log throughput multiplier per benchmark model = the shrunk mean residual of its
 rows (prior N(0, SIGMA_MODEL^2)). It stands for what the iteration model misses for that model's kernels
 (MoE grouped GEMMs at small per-expert batches, MLA, attention sinks, sampling) and applies to every
-accelerator alike; a model absent from the training rows gets none. ``replay.predict`` multiplies the
+accelerator alike; a model absent from the training rows gets none. Each model also gets a shrunk offset per
+scenario, per MLPerf round (software), and per round within a scenario. ``replay.predict`` multiplies the
 predicted throughput by exp(factor); sizing does the same (``candidates.SimulationEvaluator``: a replica
-carrying a real rate is simulated at rate / exp(factor), and its tokens/s multiplied back), so sizing
-uses exactly the transformation that validation measures. A kernel-time scale instead (tried) inflates
-the fixed per-step cost under a TPOT limit: gpt-oss-120b on MI355X sized at 4.3k tok/s/GPU against the
-~10k MLPerf measured.
+carrying a real rate is simulated at rate / exp(factor), and its tokens/s multiplied back), so sizing uses
+exactly the transformation that validation measures. A kernel-time scale instead (tried) inflates the fixed
+per-step cost under a TPOT limit: gpt-oss-120b on MI355X sized at 4.3k tok/s/GPU against the ~10k MLPerf
+measured.
 Output (``fit``): {"groups": {key: {"params", "n_rows", "residuals", "provenance"}}, "meta": {...}} --
 the layout ``efficiency.lookup_efficiency`` reads from ``hardware_profiles/calibration.yaml``.
 """
@@ -45,7 +46,13 @@ import yaml
 
 from simulator import mlperf, replay, units
 from simulator.data import profiles_dir
-from simulator.efficiency import Efficiency, calibration_key, calibration_path, lookup_efficiency
+from simulator.efficiency import (
+    Efficiency,
+    calibration_key,
+    calibration_path,
+    lookup_efficiency,
+    model_log_factor,
+)
 from simulator.errors import InputError
 from simulator.hardware import load_accelerator
 
@@ -193,7 +200,7 @@ def log_residuals(items: Sequence[tuple[mlperf.ResultRow, mlperf.ReplaySpec, lis
                 part = replay.predict_part(key, count, calibration, mode="fast")
                 cache[key, count] = part.get("tokens_per_s", 0.0)
             total += cache[key, count]
-        total *= math.exp(replay.model_log_factor(spec.model_id, factors, spec.scenario, spec.version))
+        total *= math.exp(model_log_factor(spec.model_id, factors, spec.scenario, spec.version))
         out.append(math.log(row.measured / total) if total > 0 else 3.0)
     return np.asarray(out)
 
@@ -235,7 +242,22 @@ def _fit_model_factors(items: list, state: _State) -> None:
             by_version[v] = round(sum(rs) / (len(rs) + k_version), 4)
         state.model_factors[model] = {
             "log_throughput_factor": round(f_model, 4), "n_rows": len(mine),
-            "by_scenario": {sc: round(v, 4) for sc, v in by_scenario.items()}, "by_version": by_version}
+            "by_scenario": {sc: round(v, 4) for sc, v in by_scenario.items()}, "by_version": by_version,
+            "by_scenario_version": _scenario_round_offsets(mine, by_scenario, by_version, k_version)}
+
+
+def _scenario_round_offsets(mine: list[tuple[mlperf.ReplaySpec, float]], by_scenario: dict[str, float],
+                            by_version: dict[str, float], k_version: float) -> dict[str, dict[str, float]]:
+    """Per scenario and MLPerf round: the shrunk mean log residual left after the scenario factor and the
+    round offset (prior N(0, SIGMA_VERSION^2)): software that improved one scenario more than another in a
+    round (DeepSeek-R1 v6.0 Server gained more than Offline)."""
+    out: dict[str, dict[str, float]] = {}
+    for sc in sorted(by_scenario):
+        for v in sorted({spec.version for spec, _ in mine if spec.scenario == sc}, key=mlperf.version_key):
+            rs = [r - by_scenario[sc] - by_version[v] for spec, r in mine
+                  if spec.scenario == sc and spec.version == v]
+            out.setdefault(sc, {})[v] = round(sum(rs) / (len(rs) + k_version), 4)
+    return out
 
 
 def fit(rows: Sequence[mlperf.ResultRow], source: str = "", log: Callable[[str], None] | None = None,

@@ -138,25 +138,37 @@ def lookup_efficiency(
     )
 
 
+def model_log_factor(model_id: str, model_factors: dict[str, Any] | None,
+                     scenario: str | None = None, version: str | None = None) -> float:
+    """Log throughput factor of a benchmark model from a calibration's ``model_factors`` (0 if none).
+
+    Its ``scenario``'s factor when fitted (else the model's), plus the offset of MLPerf round ``version``
+    and the offset of that round within the scenario (``by_scenario_version``), each by
+    ``version_offset`` (``version`` None: the latest fitted round, today's software).
+    """
+    entry = (model_factors or {}).get(model_id)
+    if not isinstance(entry, dict):
+        return 0.0
+    by_scenario = entry.get("by_scenario") or {}
+    base = float(by_scenario.get(scenario, entry.get("log_throughput_factor", 0.0)))
+    nested = (entry.get("by_scenario_version") or {}).get(scenario) or {}
+    return base + version_offset(entry.get("by_version") or {}, version) + version_offset(nested, version)
+
+
 def model_throughput_factor(model_id: str, model_factors: dict[str, Any] | None = None,
                             scenario: str = "server") -> float:
-    """Throughput multiplier of a model: exp(log throughput factor) from a calibration's ``model_factors``.
+    """Throughput multiplier of a model: exp(``model_log_factor``) at the latest MLPerf round.
 
     Measured / predicted throughput of the model's MLPerf rows on all accelerators (see
     ``simulator.calibration``): what the iteration model misses for that model's kernels. The
     ``scenario``'s factor when fitted (default 'server': sizing is for latency targets; Interactive
     factors may include speculative decoding and are not used by default), else the model's, plus the
-    latest MLPerf round's offset (sizing assumes today's software). 1.0 when the model has none.
+    latest MLPerf round's offsets (sizing assumes today's software). 1.0 when the model has none.
     ``model_factors`` None: the shipped file.
     """
     if model_factors is None:
         model_factors = _load_yaml(calibration_path()).get("model_factors")
-    entry = (model_factors or {}).get(model_id)
-    if not isinstance(entry, dict):
-        return 1.0
-    by_scenario = entry.get("by_scenario") or {}
-    log_factor = float(by_scenario.get(scenario, entry.get("log_throughput_factor", 0.0)))
-    return math.exp(log_factor + version_offset(entry.get("by_version") or {}, None))
+    return math.exp(model_log_factor(model_id, model_factors, scenario, None))
 
 
 def version_offset(by_version: dict[str, float], version: str | None) -> float:

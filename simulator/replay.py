@@ -45,7 +45,7 @@ from simulator.efficiency import (
     calibration_key,
     calibration_path,
     lookup_efficiency,
-    version_offset,
+    model_log_factor,
 )
 from simulator.errors import InputError
 from simulator.hardware import load_accelerator
@@ -431,19 +431,6 @@ def predict_part(key: PartKey, count: int, calibration: dict[str, Any] | None, m
     info["run_factor"] = factor
     info["tokens_per_s"] = per_replica * replicas * factor
     return info
-
-
-def model_log_factor(model_id: str, model_factors: dict[str, Any] | None,
-                     scenario: str | None = None, version: str | None = None) -> float:
-    """Log throughput factor of a benchmark model from a calibration's ``model_factors`` (0 if none): its
-    ``scenario``'s when fitted (else the model's), plus the offset of MLPerf round ``version`` (see
-    ``version_offset``)."""
-    entry = (model_factors or {}).get(model_id)
-    if not isinstance(entry, dict):
-        return 0.0
-    by_scenario = entry.get("by_scenario") or {}
-    base = float(by_scenario.get(scenario, entry.get("log_throughput_factor", 0.0)))
-    return base + version_offset(entry.get("by_version") or {}, version)
 
 
 @functools.lru_cache(maxsize=1)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from simulator import calibration, mlperf, replay
-from simulator.efficiency import calibration_key
+from simulator.efficiency import calibration_key, model_log_factor
 from simulator.errors import InputError
 
 PHYSICAL = ("compute_frac", "memory_frac", "network_frac")
@@ -117,14 +117,16 @@ def test_model_factor_picks_up_a_model_specific_bias_and_is_ignored_for_unseen_m
     factors = doc["model_factors"]
     others = [v["log_throughput_factor"] for m, v in factors.items() if m != "mixtral-8x7b"]
     assert factors["mixtral-8x7b"]["log_throughput_factor"] - max(others) > 0.3
-    assert replay.model_log_factor("deepseek-r1", factors) == 0.0  # no rows of it: no factor
+    assert model_log_factor("deepseek-r1", factors) == 0.0  # no rows of it: no factor
     mixtral = factors["mixtral-8x7b"]
     assert set(mixtral["by_scenario"]) == {spec.scenario for _, spec, _ in items
                                            if spec.model_id == "mixtral-8x7b"}
     for scenario, value in mixtral["by_scenario"].items():  # the bias is not scenario-specific here
         assert value == pytest.approx(mixtral["log_throughput_factor"], abs=0.15)
         latest = mixtral["by_version"][max(mixtral["by_version"], key=mlperf.version_key)]
-        assert replay.model_log_factor("mixtral-8x7b", factors, scenario) == pytest.approx(value + latest)
+        nested = mixtral["by_scenario_version"][scenario]
+        latest += nested[max(nested, key=mlperf.version_key)]
+        assert model_log_factor("mixtral-8x7b", factors, scenario) == pytest.approx(value + latest)
     without = calibration.fit(synthetic, use_model_factors=False)
     assert without["model_factors"] == {}
 
@@ -141,6 +143,28 @@ def test_scenario_factor_picks_up_a_scenario_specific_bias() -> None:
             assert by["offline"] <= entry["log_throughput_factor"] <= by["server"]
 
 
+def test_scenario_round_offset_picks_up_a_bias_of_one_scenario_in_one_round() -> None:
+    """Server rows of the latest round measured 1.6x the truth, everything else exact: that (scenario,
+    round) offset is the largest by a clear margin, and the prediction of those rows rises by ~log 1.6."""
+    items, _ = _biased_h100_rows(lambda spec: 1.0)
+    latest = max({spec.version for _, spec, _ in items}, key=mlperf.version_key)
+    assert any(spec.scenario == "server" and spec.version == latest for _, spec, _ in items)
+    _, synthetic = _biased_h100_rows(
+        lambda spec: 1.6 if (spec.scenario, spec.version) == ("server", latest) else 1.0)
+    factors = calibration.fit(synthetic)["model_factors"]
+    for model, entry in factors.items():
+        nested = entry["by_scenario_version"]
+        if latest not in nested.get("server", {}):
+            continue
+        others = [v for sc, by in nested.items() for ver, v in by.items() if (sc, ver) != ("server", latest)]
+        assert nested["server"][latest] > max(others, default=0.0) + 0.05, model
+        old_round = [ver for ver in nested["server"] if ver != latest]
+        if old_round:  # the same model's Server factor in the latest round exceeds an older round's
+            gain = (model_log_factor(model, factors, "server", latest)
+                    - model_log_factor(model, factors, "server", old_round[0]))
+            assert gain > 0.15, model
+
+
 def test_round_offset_uses_the_nearest_fitted_round() -> None:
     from simulator.efficiency import version_offset
 
@@ -152,5 +176,10 @@ def test_round_offset_uses_the_nearest_fitted_round() -> None:
     assert version_offset(by_version, None) == 0.2        # sizing: today's software
     assert version_offset({}, "v6.0") == 0.0
     factors = {"m": {"log_throughput_factor": 0.1, "by_scenario": {"server": 0.3}, "by_version": by_version}}
-    assert replay.model_log_factor("m", factors, "server", "v4.1") == pytest.approx(0.2)
-    assert replay.model_log_factor("m", factors, "offline", "v6.0") == pytest.approx(0.3)
+    assert model_log_factor("m", factors, "server", "v4.1") == pytest.approx(0.2)
+    assert model_log_factor("m", factors, "offline", "v6.0") == pytest.approx(0.3)
+    factors["m"]["by_scenario_version"] = {"server": {"v6.0": 0.25}}  # a round within one scenario
+    assert model_log_factor("m", factors, "server", "v6.0") == pytest.approx(0.75)
+    assert model_log_factor("m", factors, "server", None) == pytest.approx(0.75)  # sizing: latest
+    assert model_log_factor("m", factors, "server", "v4.1") == pytest.approx(0.2 + 0.25)  # nearest fitted
+    assert model_log_factor("m", factors, "offline", "v6.0") == pytest.approx(0.3)
