@@ -37,32 +37,27 @@ def _fmt(x: Any, digits: int = 1) -> str:
     return str(x)
 
 
+def _stats_row(title: str, s: dict[str, Any]) -> str:
+    return (f"| {title} | {s['n']} | {s['n_predicted']} | {s['coverage']:.1%} | "
+            f"{_fmt(s['median_ape_pct'])} | {_fmt(s['mean_ape_pct'])} | {_fmt(s['p90_ape_pct'])} |")
+
+
 def _summary_table(summary: dict[str, Any], title: str) -> list[str]:
     lines = [
         f"| {title} | rows | predicted | coverage | median APE % | mean APE % | p90 APE % |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    o = summary["overall"]
-    lines.append(
-        f"| **all** | {o['n']} | {o['n_predicted']} | {o['coverage']:.1%} | "
-        f"{_fmt(o['median_ape_pct'])} | {_fmt(o['mean_ape_pct'])} | {_fmt(o['p90_ape_pct'])} |"
-    )
-    ex = summary.get("excluding_blind_spots") or {}
-    if ex:
-        lines.append(
-            f"| all except blind spots | {ex['n']} | {ex['n_predicted']} | {ex['coverage']:.1%} | "
-            f"{_fmt(ex['median_ape_pct'])} | {_fmt(ex['mean_ape_pct'])} | "
-            f"{_fmt(ex['p90_ape_pct'])} |"
-        )
+    lines.append(_stats_row("**all**", summary["overall"]))
+    if summary.get("excluding_blind_spots"):
+        lines.append(_stats_row("all except blind spots", summary["excluding_blind_spots"]))
+    clean_by_model = summary.get("excluding_blind_spots_by_model") or {}
     for label in ("by_model", "by_scenario", "by_accelerator"):
         for key, s in summary[label].items():
             if s["n_predicted"] == 0 and label != "by_accelerator":
                 continue
-            lines.append(
-                f"| {label[3:]}: {key} | {s['n']} | {s['n_predicted']} | {s['coverage']:.1%} | "
-                f"{_fmt(s['median_ape_pct'])} | {_fmt(s['mean_ape_pct'])} | "
-                f"{_fmt(s['p90_ape_pct'])} |"
-            )
+            lines.append(_stats_row(f"{label[3:]}: {key}", s))
+            if label == "by_model" and key in clean_by_model:
+                lines.append(_stats_row(f"model: {key} except blind spots", clean_by_model[key]))
     return lines
 
 

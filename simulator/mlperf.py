@@ -532,7 +532,8 @@ def _stats(rows: list[Mapping[str, Any]]) -> dict[str, float | int]:
     }
 
 
-def _model_key(row: Mapping[str, Any]) -> str:
+def summary_model_key(row: Mapping[str, Any]) -> str:
+    """The benchmark model a validation row is grouped under in ``summarize_errors``."""
     name = str(row.get("model") or row.get("model_id") or row.get("benchmark") or "")
     mapped = _map_benchmark(name)
     return name if isinstance(mapped, Unsupported) else mapped[0]
@@ -557,7 +558,8 @@ def summarize_errors(rows: list[dict]) -> dict:
     overall = _stats(list(rows))
     result: dict[str, Any] = {**overall, "overall": overall}
     for label, key_of in (("by_accelerator", lambda r: str(r["accelerator"])),
-                          ("by_scenario", lambda r: str(r["scenario"]).lower()), ("by_model", _model_key)):
+                          ("by_scenario", lambda r: str(r["scenario"]).lower()),
+                          ("by_model", summary_model_key)):
         groups: dict[str, list[Mapping[str, Any]]] = {}
         for row in rows:
             groups.setdefault(key_of(row), []).append(row)

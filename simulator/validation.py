@@ -106,7 +106,11 @@ def _run_fold(task: tuple, jobs: int) -> tuple[list[dict[str, Any]], float]:
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     summary = mlperf.summarize_errors(rows)
     clean = [r for r in rows if not r.get("blind_spots")]
-    summary["excluding_blind_spots"] = mlperf.summarize_errors(clean)["overall"] if clean else {}
+    clean_summary = mlperf.summarize_errors(clean) if clean else {}
+    summary["excluding_blind_spots"] = clean_summary.get("overall", {})
+    blind_models = {mlperf.summary_model_key(r) for r in rows if r.get("blind_spots")}
+    summary["excluding_blind_spots_by_model"] = {
+        m: s for m, s in clean_summary.get("by_model", {}).items() if m in blind_models}
     summary["blind_spot_rows"] = sum(1 for r in rows if r.get("blind_spots") and "ape_pct" in r)
     return summary
 

@@ -74,3 +74,22 @@ def test_validate_bad_input():
     assert out.returncode == 2 and "valid choices" in out.stderr and len(out.stderr.strip().splitlines()) == 1
     out = fleetsim("validate", "--results", "/nonexistent.csv")
     assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_summary_excludes_blind_spot_rows_per_model():
+    """The blind-spot-free statistics of a model are computed from its rows without a blind spot only,
+    and are given only for models that have blind-spot rows."""
+    from simulator.validation import _summary
+
+    def row(model: str, ape: float, blind: bool) -> dict:
+        return {"accelerator": "B200", "scenario": "Server", "model": model, "ape_pct": ape,
+                "blind_spots": ["speculative decoding allowed (not modelled)"] if blind else []}
+
+    rows = [row("deepseek-r1", 5.0, False), row("deepseek-r1", 7.0, False), row("deepseek-r1", 90.0, True),
+            row("llama2-70b", 3.0, False)]
+    summary = _summary(rows)
+    assert set(summary["excluding_blind_spots_by_model"]) == {"deepseek-r1"}
+    clean = summary["excluding_blind_spots_by_model"]["deepseek-r1"]
+    assert clean["n"] == 2 and clean["median_ape_pct"] == 6.0
+    assert summary["by_model"]["deepseek-r1"]["median_ape_pct"] == 7.0
+    assert summary["excluding_blind_spots"]["n"] == 3 and summary["blind_spot_rows"] == 1
