@@ -291,7 +291,9 @@ def search_one(
         return _result(sc, cand, rack, _rejected(reason, evaluator.num_evaluations), dep=dep, bounds=bounds)
     estimate = math.ceil(target / rate)
     cap = limit if limit is not None else max(math.ceil(target / min_rate), estimate + 1)
-    if limit is not None and estimate > limit:
+    # ``rate`` is the bracket's lower end (the true rate lies below rate * (1 + rel_tol)): reject outright
+    # only when even the upper end needs more replicas than fit; otherwise the fleet search decides.
+    if limit is not None and math.ceil(target / (rate * (1.0 + sc.simulation.rel_tol))) > limit:
         reason = (
             f"exceeds {limits_text(sc)}: at most {limit} replicas of {cand.layout.gpus} GPUs fit; one "
             f"replica sustains {rate:.4g} req/s, so the target needs about {estimate}"

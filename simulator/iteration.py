@@ -17,10 +17,13 @@ advances one token per ``pp`` stage times (weights are re-read per micro-batch).
 the algorithm used on the topology: ring all-reduce ``2(n-1)/n * S / (bw * network_frac)`` on a
 switch, in-network reduction (NVLS) ``S / (bw * nvls_frac)`` for n >= its minimum, and a direct
 all-to-all over the ``n-1`` point-to-point links of an AMD mesh ``2 S / (n * link_bw * network_frac)``,
-each plus a latency. All quantities are SI (s, bytes, FLOP, FLOP/s, bytes/s).
+each plus a latency. Expert parallelism behind data-parallel attention moves each GPU's own tokens
+(1/n of the batch) to their k experts and back: an all-to-all of 2 k (n-1)/n hidden-size activations per
+token of that GPU; behind TP attention every GPU already holds every token and the experts' partial
+outputs are summed by an all-reduce. All quantities are SI (s, bytes, FLOP, FLOP/s, bytes/s).
 
-``scale`` is ``Deployment.step_time_scale``: 1.0 is pure physics; sizing uses the calibrated per-model
-factor (``efficiency.model_step_time_scale``), what the rooflines miss for that model's kernels.
+``scale`` is ``Deployment.step_time_scale``: 1.0 (pure physics) everywhere in the product; the calibrated
+per-model factor multiplies throughput instead (``efficiency.model_throughput_factor``).
 
 Monotonicity (tested): more bandwidth or FLOP/s never lengthens a step; with scale 1 a decode step never
 takes less than (weights it touches + KV it reads) / HBM bandwidth.
@@ -150,11 +153,15 @@ class StepModel:
         self._allreduce_bw = self._a2a_bw = float("inf")
         if tp > 1:
             attn_ar = layers if lay.attention == "tp" else 0.0
-            moe_a2a = self._moe_layers if lay.ep > 1 else 0.0
+            # EP behind data-parallel attention: each GPU dispatches its own tokens (1/tp of the batch) to
+            # the experts they chose and gathers the results back; behind TP attention every GPU already
+            # holds every token, so its local experts' partial outputs are summed by an all-reduce.
+            moe_a2a = self._moe_layers if lay.ep > 1 and lay.attention == "dp" else 0.0
             self._ar_count = attn_ar + (layers - moe_a2a)
             self._allreduce_bw = allreduce_bus_bandwidth(dep, tp)
             if moe_a2a:
-                self._a2a_bytes_per_token = 2.0 * m.experts_per_token * act * moe_a2a * (tp - 1) / tp
+                remote = m.experts_per_token * (tp - 1) / tp  # copies of a token that leave its GPU
+                self._a2a_bytes_per_token = 2.0 * remote * act * moe_a2a / tp
                 self._a2a_bw = alltoall_bandwidth(dep, tp)
         self._p2p_bytes_per_token = act if lay.pp > 1 else 0.0
         crosses_nodes = lay.gpus > acc.scaleup_domain_gpus

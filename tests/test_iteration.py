@@ -97,6 +97,26 @@ def test_mla_latent_replicated_under_tp_split_under_attention_dp():
     assert p_dp.kv_bytes_per_token_per_gpu == p_tp.kv_bytes_per_token_per_gpu
 
 
+def _step_with_network_frac(dep, frac: float, batch: int) -> float:
+    eff = dataclasses.replace(dep.efficiency, network_frac=frac)  # NVLS all-reduce keeps its own fraction
+    return StepModel(dataclasses.replace(dep, efficiency=eff)).time_of(BatchShape(decode_seqs=batch))
+
+
+def test_expert_all_to_all_sends_only_a_gpus_own_tokens_under_attention_dp():
+    """EP8 behind attention-DP: each GPU dispatches its batch / 8 tokens to k experts, 7/8 of the copies
+    leave the GPU, and gathers them back (bf16): per-GPU bytes = 2 k (7/8) hidden 2 B layers batch / 8.
+    Halving the all-to-all fabric efficiency adds exactly that time once. Behind TP attention every GPU
+    holds every token: no all-to-all (the experts' partial sums are all-reduced)."""
+    batch = 1024
+    dp = make_deployment("deepseek-r1", "b200", "fp4", Layout(tp=8, ep=8, attention="dp"))
+    m = dp.model
+    per_gpu_bytes = 2 * m.experts_per_token * (7 / 8) * m.hidden_size * 2 * m.num_moe_layers * batch / 8
+    added_s = _step_with_network_frac(dp, 0.5, batch) - _step_with_network_frac(dp, 1.0, batch)
+    assert added_s == pytest.approx(per_gpu_bytes / dp.accelerator.scaleup_bandwidth_bytes_per_s, rel=1e-9)
+    tp = make_deployment("deepseek-r1", "b200", "fp4", Layout(tp=8, ep=8, attention="tp"))
+    assert _step_with_network_frac(tp, 0.5, batch) == pytest.approx(_step_with_network_frac(tp, 1.0, batch))
+
+
 def test_moe_decode_reads_fewer_experts_at_batch_1_than_256():
     for model, hw, prec, tp in [
         ("mixtral-8x7b", "h100", "fp8", 2),

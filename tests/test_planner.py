@@ -155,6 +155,22 @@ def test_a_target_beyond_the_packaging_limits_is_bad_input():
     assert capped["gpus"] == free["gpus"]
 
 
+def test_a_limit_equal_to_the_exact_need_is_feasible():
+    """The one-replica search ends at the lower end of its bracket, so target / rate can round up to one
+    replica more than needed. A limit equal to the exact need must still be met, not refused."""
+    sc = scenario("layouts.tp=[1]")
+    target = sc.target_rate_per_s()
+    unit = Factory(guess_frac=1.0)
+    per_replica = next(iter(planner.size(sc, evaluator_factory=unit).rows))  # fills unit.fakes
+    assert per_replica["feasible"]
+    capacity_1 = next(iter(unit.fakes.values())).capacity_per_s
+    need = 8 * math.ceil(target / capacity_1 / 8)  # whole 8-GPU nodes of TP1 replicas
+    factory = Factory(guess_frac=target / ((need - 1e-3) * capacity_1))  # need - 1e-3 replicas exactly
+    best = planner.size(scenario("layouts.tp=[1]", f"packaging.max_gpus={need}"),
+                        evaluator_factory=factory).best
+    assert best["gpus"] == need
+
+
 def test_costs_rank_by_dollars_and_price_the_tokens():
     sc = scenario("hardware=mi355x,h200", "formats=auto", "layouts.tp=[1,8]", "costs.usd_per_kwh=0.08",
                   "costs.pue=1.3", "headroom.spare_frac=0.1", "simulation.verify=all")
