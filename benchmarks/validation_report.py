@@ -332,13 +332,14 @@ def main(argv: list[str] | None = None) -> int:
         "(`simulator/calibration.py`) fits compute_frac, memory_frac and step_overhead_ms per accelerator x "
         "format x framework (network_frac per vendor), pooled vendor -> architecture -> group with "
         "shrinkage, on a fast steady-state evaluator built from the same `StepModel`. On top, per "
-        "benchmark model: a log throughput factor per scenario (shrunk toward the model's) and an offset "
-        "per MLPerf round (shrunk toward 0; a round not fitted takes the nearest older one, a newer round "
-        "the latest). They stand for what the rooflines miss for a model's kernels and serving regime "
+        "benchmark model: a log throughput factor per scenario (shrunk toward the model's), an offset "
+        "per MLPerf round and one per round within a scenario (both shrunk toward 0; a round not fitted "
+        "takes the nearest older one, a newer round the latest). They stand for what the rooflines miss "
+        "for a model's kernels and serving regime "
         "(MoE grouped GEMMs at small per-expert batches, MLA, attention sinks, speculative decoding in "
         "DeepSeek/gpt-oss Interactive) and for software maturing between rounds; they are empirical, not "
         "physics, and are listed below. Sizing applies the model's Server factor plus the latest round's "
-        "offset the same way: a replica carrying a real rate is simulated at rate / factor and its "
+        "offsets the same way: a replica carrying a real rate is simulated at rate / factor and its "
         "tokens/s multiplied back.",
         "",
     ]
