@@ -219,10 +219,16 @@ def _fit_level(items: list, state: _State, setter: Callable[[np.ndarray], None],
     return best
 
 
+def _shrunk_mean(values: Sequence[float], k: float) -> float:
+    """Posterior mean of a N(0, prior) offset from ``values`` with noise/prior variance ratio ``k``."""
+    return sum(values) / (len(values) + k)
+
+
 def _fit_model_factors(items: list, state: _State) -> None:
     """Per benchmark model: shrunk mean log residual after the architecture level (prior N(0, SIGMA_MODEL^2));
     per scenario of it, the shrunk mean around the model's (prior N(model, SIGMA_SCENARIO^2)); then per
-    MLPerf round, the shrunk mean of what is left (prior N(0, SIGMA_VERSION^2)): the software of a round.
+    MLPerf round, the shrunk mean of what is left (prior N(0, SIGMA_VERSION^2)): the software of a round;
+    then per (scenario, round), the same for what is still left (see ``_scenario_round_offsets``).
     See the module docstring."""
     residuals = log_residuals(items, state.calibration(), {})
     k_model, k_scen = (RESIDUAL_SIGMA / SIGMA_MODEL) ** 2, (RESIDUAL_SIGMA / SIGMA_SCENARIO) ** 2
@@ -231,15 +237,15 @@ def _fit_model_factors(items: list, state: _State) -> None:
     for model in sorted({spec.model_id for _, spec, _ in items}):
         mine = [(spec, float(r)) for (_, spec, _), r in zip(items, residuals, strict=True)
                 if spec.model_id == model]
-        f_model = sum(r for _, r in mine) / (len(mine) + k_model)
+        f_model = _shrunk_mean([r for _, r in mine], k_model)
         by_scenario = {}
         for sc in sorted({spec.scenario for spec, _ in mine}):
-            rs = [r for spec, r in mine if spec.scenario == sc]
-            by_scenario[sc] = f_model + sum(r - f_model for r in rs) / (len(rs) + k_scen)
+            by_scenario[sc] = f_model + _shrunk_mean([r - f_model for spec, r in mine if spec.scenario == sc],
+                                                     k_scen)
         by_version = {}
         for v in sorted({spec.version for spec, _ in mine}, key=mlperf.version_key):
             rs = [r - by_scenario[spec.scenario] for spec, r in mine if spec.version == v]
-            by_version[v] = round(sum(rs) / (len(rs) + k_version), 4)
+            by_version[v] = round(_shrunk_mean(rs, k_version), 4)
         state.model_factors[model] = {
             "log_throughput_factor": round(f_model, 4), "n_rows": len(mine),
             "by_scenario": {sc: round(v, 4) for sc, v in by_scenario.items()}, "by_version": by_version,
@@ -255,8 +261,8 @@ def _scenario_round_offsets(mine: list[tuple[mlperf.ReplaySpec, float]], by_scen
     for sc in sorted(by_scenario):
         for v in sorted({spec.version for spec, _ in mine if spec.scenario == sc}, key=mlperf.version_key):
             rs = [r - by_scenario[sc] - by_version[v] for spec, r in mine
-                  if spec.scenario == sc and spec.version == v]
-            out.setdefault(sc, {})[v] = round(sum(rs) / (len(rs) + k_version), 4)
+                  if (spec.scenario, spec.version) == (sc, v)]
+            out.setdefault(sc, {})[v] = round(_shrunk_mean(rs, k_version), 4)
     return out
 
 
