@@ -51,6 +51,10 @@ def predict_row(row: mlperf.ResultRow, doc: dict[str, Any], mode: str = "full") 
     for name in ("ttft_p99_s", "tpot_p99_s", "replay_duration_s"):
         if name in part:
             out[f"predicted_{name}"] = part[name]
+    if mode == "full":   # the steady-state evaluator calibration fits with, for the consistency check
+        fast = replay.predict(spec, calibration=doc.get("groups", {}), mode="fast",
+                              model_factors=doc.get("model_factors", {}))
+        out["predicted_fast"] = round(fast.get("predicted", 0.0), 3)
     return out
 
 

@@ -127,3 +127,15 @@ def test_cv_never_trains_on_the_held_out_fold(tmp_path: Path, monkeypatch: pytes
             held = {(r["version"], r["system_name"], r["benchmark"], r["scenario"])
                     for r in res["rows"] if r.get("fold") == fold["held_out"]}
             assert held and not (held & train)
+
+
+def test_full_validation_rows_carry_the_fast_prediction_calibration_fits() -> None:
+    """A full-simulation row also reports the fast evaluator's prediction of the same row, for the
+    report's consistency table; it equals what ``--mode fast`` predicts."""
+    row = _row(SMALL_SYSTEM, "Server")
+    doc = calibration.load_calibration()
+    full = validation.predict_row(row, doc, mode="full")
+    fast = validation.predict_row(row, doc, mode="fast")
+    assert full["predicted_fast"] == pytest.approx(fast["predicted"], rel=1e-6)
+    assert "predicted_fast" not in fast
+    assert 0.75 < full["predicted"] / full["predicted_fast"] < 1.25
