@@ -49,7 +49,7 @@ from simulator.efficiency import (
 )
 from simulator.errors import InputError
 from simulator.hardware import load_accelerator
-from simulator.iteration import BatchShape, StepModel
+from simulator.iteration import StepModel
 from simulator.metrics import Slo
 from simulator.mlperf import ReplaySpec
 from simulator.models import load_model
@@ -160,16 +160,15 @@ def candidates(key: PartKey) -> tuple[tuple[Deployment, MemoryPlan], ...]:
     return tuple(fits)
 
 
-def _step_shape(dep: Deployment, batch: float, lens: Lengths, prefill: float | None = None) -> BatchShape:
-    if prefill is None:
-        prefill = batch * lens.mean_input / lens.mean_output
+def _step_time_s(model: StepModel, dep: Deployment, batch: float, lens: Lengths, prefill: float) -> float:
+    """Step time (s) of the steady shape: ``batch`` decodes at the time-weighted mean context plus
+    ``prefill`` prompt tokens at the dataset's mean pairs per token (calls ``step_time_s`` directly: this
+    is the fast evaluator's hot path)."""
     window = dep.model.sliding_window_tokens
     pairs = prefill * lens.pairs_per_prefill_token
-    return BatchShape(
-        prefill_tokens=prefill, prefill_pairs_full=pairs,
-        prefill_pairs_sliding=min(pairs, prefill * window) if window else 0.0,
-        decode_seqs=batch, decode_ctx_full=batch * lens.decode_context,
-        decode_ctx_sliding=batch * min(lens.decode_context, window) if window else 0.0)
+    return model.step_time_s(
+        prefill, pairs, min(pairs, prefill * window) if window else 0.0,
+        batch, batch * lens.decode_context, batch * min(lens.decode_context, window) if window else 0.0)
 
 
 def max_batch(dep: Deployment, plan: MemoryPlan, lens: Lengths) -> int:
@@ -190,10 +189,10 @@ def mean_step_s(model: StepModel, dep: Deployment, batch: float, lens: Lengths) 
     room = max(dep.max_batched_tokens - batch, 1.0)
     chunk = min(max(lens.mean_input, per_step), room)
     frac = min(1.0, per_step / chunk)
-    with_prefill = model.time_of(_step_shape(dep, batch, lens, chunk))
     if frac >= 1.0:
-        return model.time_of(_step_shape(dep, batch, lens, per_step))
-    return frac * with_prefill + (1.0 - frac) * model.time_of(_step_shape(dep, batch, lens, 0.0))
+        return _step_time_s(model, dep, batch, lens, per_step)
+    return (frac * _step_time_s(model, dep, batch, lens, chunk)
+            + (1.0 - frac) * _step_time_s(model, dep, batch, lens, 0.0))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -223,7 +222,7 @@ def fast_drain_lost_s(model: StepModel, dep: Deployment, batch: int, lens: Lengt
     """Offline time lost while the last batch drains (s): drain time minus its tokens at the steady rate."""
     drain_s, tokens = 0.0, 0.0
     for steps, running in _drain_levels(dep.model.id, batch):
-        drain_s += steps * model.time_of(_step_shape(dep, running, lens, 0.0))
+        drain_s += steps * _step_time_s(model, dep, running, lens, 0.0)
         tokens += steps * running
     return max(0.0, drain_s - tokens / steady) if steady > 0 else 0.0
 
