@@ -418,18 +418,28 @@ def predict_part(key: PartKey, count: int, calibration: dict[str, Any] | None, m
                 _FULL_CACHE[cache_key] = simulate_server(dep, key, lens, fast, seed)
         info.update(_FULL_CACHE[cache_key])
         per_replica, lost = info["steady_tokens_per_s"], info.get("drain_lost_s", 0.0)
-    factor = 1.0
-    if key.scenario == "offline" and per_replica > 0:
-        # MLPerf Offline: >= 600 s and >= min_query_count samples; the drain and the slowest of the
-        # statically fed replicas are amortised over that run.
-        run_s = max(MLPERF_RUN_S, OFFLINE_MIN_SAMPLES.get(key.model_id, 0) * lens.mean_output
-                    / (per_replica * replicas))
-        imbalance = imbalance_lost_s(replicas, lens, per_replica * run_s / lens.mean_output, run_s)
-        factor = run_s / (run_s + lost + imbalance)
-        info.update({"mlperf_run_s": run_s, "imbalance_lost_s": imbalance})
+    factor, extra = _mlperf_run_factor(key, lens, per_replica, lost, replicas)
+    info.update(extra)
     info["run_factor"] = factor
     info["tokens_per_s"] = per_replica * replicas * factor
+    fast_factor = factor if mode == "fast" else _mlperf_run_factor(key, lens, fast, fast_lost, replicas)[0]
+    info["fast_tokens_per_s"] = fast * replicas * fast_factor   # what calibration fits, for comparison
     return info
+
+
+def _mlperf_run_factor(key: PartKey, lens: Lengths, per_replica: float, lost_s: float,
+                       replicas: int) -> tuple[float, dict[str, float]]:
+    """Fraction of the steady rate an MLPerf run keeps (1 for Server/Interactive), and its run figures.
+
+    MLPerf Offline: >= 600 s and >= min_query_count samples; the drain (``lost_s``) and the slowest of the
+    statically fed replicas are amortised over that run.
+    """
+    if key.scenario != "offline" or per_replica <= 0:
+        return 1.0, {}
+    run_s = max(MLPERF_RUN_S, OFFLINE_MIN_SAMPLES.get(key.model_id, 0) * lens.mean_output
+                / (per_replica * replicas))
+    imbalance = imbalance_lost_s(replicas, lens, per_replica * run_s / lens.mean_output, run_s)
+    return run_s / (run_s + lost_s + imbalance), {"mlperf_run_s": run_s, "imbalance_lost_s": imbalance}
 
 
 @functools.lru_cache(maxsize=1)
@@ -445,8 +455,9 @@ def predict(spec: ReplaySpec, calibration: dict[str, Any] | None = None, mode: s
     """Predicted output tokens/s of a replayed MLPerf row (sum over the system's parts).
 
     ``calibration``: the ``groups`` of a calibration document (None: the shipped file, whose model factors
-    are then used unless ``model_factors`` is given). Returns {"predicted": tokens/s, "parts": [...],
-    "blind_spots": [...], "model_log_factor"} or, when no part can run the model, {"unsupported": reason}.
+    are then used unless ``model_factors`` is given). Returns {"predicted": tokens/s, "predicted_fast" (the
+    fast evaluator's, equal to "predicted" in fast mode), "parts": [...], "blind_spots": [...],
+    "model_log_factor"} or, when no part can run the model, {"unsupported": reason}.
     Depends only on ``spec`` (descriptive columns) and the calibration.
     """
     if model_factors is None and calibration is None:
@@ -461,5 +472,8 @@ def predict(spec: ReplaySpec, calibration: dict[str, Any] | None = None, mode: s
     if spec.disaggregated:
         blind.append("disaggregated prefill/decode (modelled as aggregated)")
     log_factor = model_log_factor(spec.model_id, model_factors, spec.scenario, spec.version)
-    total = float(sum(p["tokens_per_s"] for p in parts)) * math.exp(log_factor)
-    return {"predicted": total, "parts": parts, "blind_spots": blind, "model_log_factor": log_factor}
+    scale = math.exp(log_factor)
+    total = float(sum(p["tokens_per_s"] for p in parts)) * scale
+    fast = float(sum(p["fast_tokens_per_s"] for p in parts)) * scale
+    return {"predicted": total, "predicted_fast": fast, "parts": parts, "blind_spots": blind,
+            "model_log_factor": log_factor}
