@@ -179,18 +179,33 @@ class MemoryPlan:
         return self.kv_capacity_blocks // blocks_per_seq if blocks_per_seq else 0
 
 
+def non_expert_precision(dep: Deployment) -> Precision:
+    """Precision of every weight but the routed experts: the deployment's, unless the model keeps those
+    weights wider (``ModelSpec.non_expert_weights_min_format``, e.g. gpt-oss-120b ships only its experts in
+    MXFP4); then weights and activations of those GEMMs run in that format."""
+    floor = dep.model.non_expert_weights_min_format
+    prec = dep.precision
+    if floor is None or FORMATS[floor].bytes_per_element <= prec.weight_bytes_per_param:
+        return prec
+    wider = FORMATS[floor].bytes_per_element > prec.activation_bytes_per_element
+    return Precision(weights=floor, activations=floor if wider else prec.activations, kv_cache=prec.kv_cache)
+
+
 def weights_bytes_per_gpu(dep: Deployment) -> float:
     """Weight bytes on the busiest GPU of a replica: layers split over tp*pp (experts over the replica's
-    GPUs, attention replicated under attention-DP); embeddings and lm_head kept at >= 8 bits."""
+    GPUs, attention replicated under attention-DP); embeddings and lm_head kept at >= 8 bits; weights
+    other than routed experts at ``non_expert_precision``."""
     m, lay = dep.model, dep.layout
     w_bytes = dep.precision.weight_bytes_per_param
-    hp_bytes = max(w_bytes, _HIGH_PRECISION_MIN_BYTES)
+    other_bytes = non_expert_precision(dep).weight_bytes_per_param
+    hp_bytes = max(other_bytes, _HIGH_PRECISION_MIN_BYTES)
     embed = (m.embedding_params + m.lm_head_params) * hp_bytes / (lay.tp * lay.pp)
     routed = m.num_moe_layers * m.num_experts * m.expert_params
     other_dense = m.dense_params - m.lm_head_params - m.attention_params
     attention_share = 1.0 / lay.pp if lay.attention == "dp" else 1.0 / lay.gpus
     return (
-        embed + m.attention_params * w_bytes * attention_share + (other_dense + routed) * w_bytes / lay.gpus
+        embed + m.attention_params * other_bytes * attention_share
+        + (other_dense * other_bytes + routed * w_bytes) / lay.gpus
     )
 
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simulator.deployment import Deployment, kv_bytes_per_token_per_gpu
+from simulator.deployment import Deployment, kv_bytes_per_token_per_gpu, non_expert_precision
 from simulator.formats import FORMATS, Precision, gemm_compute_family
 
 ALLREDUCE_BYTES_PER_ELEMENT = FORMATS["bf16"].bytes_per_element  # collectives move bf16 activations
@@ -81,6 +81,7 @@ class StepModel:
         "_bw",
         "_dense_bytes",
         "_dense_flops_per_token",
+        "_dense_peak",
         "_expert_bytes",
         "_experts",
         "_k",
@@ -104,6 +105,8 @@ class StepModel:
         acc, lay, eff = dep.accelerator, dep.layout, dep.efficiency
         self._tp, self._pp = lay.tp, lay.pp
         self._peak = acc.peak_flops_per_s(dep.compute_family) * eff.compute_frac
+        dense_family = gemm_compute_family(non_expert_precision(dep), acc.supported_compute_formats)
+        self._dense_peak = acc.peak_flops_per_s(dense_family) * eff.compute_frac
         kv_fmt = dep.precision.kv_cache
         attn_family = gemm_compute_family(Precision(kv_fmt, kv_fmt, kv_fmt), acc.supported_compute_formats)
         self._attn_peak = acc.peak_flops_per_s(attn_family) * eff.compute_frac
@@ -117,13 +120,14 @@ class StepModel:
     def _init_weights(self, dep: Deployment) -> None:
         m, lay = dep.model, dep.layout
         w = dep.precision.weight_bytes_per_param
-        hp = max(w, FORMATS["fp8"].bytes_per_element)
+        wd = non_expert_precision(dep).weight_bytes_per_param   # every weight but the routed experts
+        hp = max(wd, FORMATS["fp8"].bytes_per_element)
         per_stage_gpu = 1.0 / (lay.tp * lay.pp)
         attn_share = 1.0 / lay.pp if lay.attention == "dp" else per_stage_gpu
         other = m.dense_params - m.lm_head_params - m.attention_params
         self._dense_bytes = (
-            other * w + m.lm_head_params * hp
-        ) * per_stage_gpu + m.attention_params * w * attn_share
+            other * wd + m.lm_head_params * hp
+        ) * per_stage_gpu + m.attention_params * wd * attn_share
         self._dense_flops_per_token = 2.0 * m.dense_params * per_stage_gpu
         self._moe_layers = m.num_moe_layers / lay.pp
         self._experts = float(m.num_experts)
@@ -185,7 +189,7 @@ class StepModel:
         tokens = (prefill_tokens + queries) / pp  # tokens of one micro-batch
         if tokens <= 0:
             return 0.0
-        dense = max(self._dense_flops_per_token * tokens / self._peak, self._dense_bytes / self._bw)
+        dense = max(self._dense_flops_per_token * tokens / self._dense_peak, self._dense_bytes / self._bw)
         moe = 0.0
         if self._moe_layers:
             touched = self._experts * (1.0 - (1.0 - self._k / self._experts) ** tokens)

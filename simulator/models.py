@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from simulator import units
 from simulator.data import profiles_dir
 from simulator.errors import InputError, unknown_name
+from simulator.formats import FORMATS
 
 _POS = Field(gt=0)
 
@@ -75,6 +76,23 @@ class SlidingWindowFile(_Strict):
     num_sliding_layers: int = _POS
 
 
+class QuantisationFile(_Strict):
+    """Which weights the benchmark's numeric format applies to (absent: every linear layer)."""
+
+    scope: Literal["routed_experts"] = Field(description="the format applies to the routed experts only")
+    other_weights_format: str = Field(description="format of every other weight (attention, router, "
+                                      "shared/dense MLPs, embeddings, lm_head) when the format is narrower")
+    source: str = Field(min_length=1)
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _known_format(self) -> QuantisationFile:
+        if self.other_weights_format not in FORMATS:
+            raise ValueError(f"unknown other_weights_format '{self.other_weights_format}'; "
+                             f"valid: {', '.join(sorted(FORMATS))}")
+        return self
+
+
 class ModelFile(_Strict):
     """Schema of ``hardware_profiles/models/<id>.yaml`` (strict: unknown keys are errors)."""
 
@@ -99,6 +117,7 @@ class ModelFile(_Strict):
     moe: MoeFile | None = None
     mla: MlaFile | None = None
     sliding_window: SlidingWindowFile | None = None
+    quantisation: QuantisationFile | None = None
     mtp_layers: int = Field(0, ge=0, description="multi-token-prediction layers (never counted)")
     excluded_from_counts: str | None = None
     source: str = Field(min_length=1)
@@ -129,6 +148,8 @@ class ModelFile(_Strict):
             raise ValueError("num_sliding_layers exceeds num_layers")
         if self.published_active_params_b > self.published_total_params_b:
             raise ValueError("published_active_params_b exceeds published_total_params_b")
+        if self.quantisation and self.moe is None:
+            raise ValueError("quantisation scope 'routed_experts' needs a moe block")
         return self
 
 
@@ -179,6 +200,7 @@ class ModelSpec:
     published_active_params_b: float
     published_active_counts_input_embedding: bool
     source: str
+    non_expert_weights_min_format: str | None = None  # format floor of every weight but routed experts
 
     def kv_elements_for_context(self, context_tokens: int) -> float:
         """KV-cache elements one sequence of ``context_tokens`` holds, summed over layers."""
@@ -340,6 +362,7 @@ def build_spec(f: ModelFile) -> ModelSpec:
         published_active_params_b=f.published_active_params_b,
         published_active_counts_input_embedding=f.published_active_counts_input_embedding,
         source=f.source,
+        non_expert_weights_min_format=f.quantisation.other_weights_format if f.quantisation else None,
     )
 
 

@@ -12,8 +12,10 @@ and node size) becomes, per part (one accelerator kind and its GPU count):
      Offline: the largest batch B that fits (KV at the time-weighted mean context, ``max_num_seqs``,
      the per-step token budget), each step = B decodes + the prefill tokens that arrive per step
      (B * mean_input / mean_output); tokens/s = B / step time. Server/Interactive: the largest batch
-     whose step time stays under ``TPOT_MARGIN`` x the TPOT limit and whose long-prompt prefill meets the
-     TTFT limit, capped at ``SERVER_LOAD_CAP`` x the Offline rate (queueing needs headroom).
+     whose p99 of per-request TPOT meets the limit (``server_batch``: the mean step plus the spread a
+     request sees from prompts arriving during its life and from the M/G/inf number decoding, short
+     requests carrying the tail) and whose long-prompt prefill meets the TTFT limit, capped at
+     ``SERVER_LOAD_CAP`` x the Offline rate.
    - ``full``: the discrete-event simulation (``simulation.run``). Offline: N requests at t = 0; the
      steady rate S (tokens generated before the last admission / that instant) and the drain's lost time
      give the 600 s MLPerf-equivalent S * 600 / (600 + lost), plus load imbalance between replicas
@@ -33,6 +35,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -58,7 +61,8 @@ from simulator.workload import OfflineArrivals, PoissonArrivals, Workload, bench
 
 TP_CHOICES = (1, 2, 4, 8)
 MAX_NUM_SEQS = 1024          # sequences one scheduler batches (make_deployment's default)
-TPOT_MARGIN = 0.85          # fast server: mean step time under this fraction of the TPOT limit (p99 headroom)
+TPOT_MARGIN = 0.85          # a typical Server step as a fraction of the TPOT limit (sets the replay warm-up)
+TPOT_TAIL_FRAC = 0.01       # fast server: at most this fraction of requests over the TPOT limit (a p99)
 SERVER_LOAD_CAP = 1.0       # fast server: at most the Offline rate (the simulation's Server reaches it)
 MLPERF_RUN_S = 600.0        # MLPerf minimum run length: the Offline tail is amortised over it
 # Offline min_query_count (rules.md section 1; gpt-oss: its 6396-sample performance set, no count published)
@@ -82,6 +86,8 @@ class Lengths:
     p99_input: float
     p99_output: float
     output_cv: float
+    output_quantiles: tuple[float, ...] = ()  # output tokens at the midpoints of 100 equal-probability bins
+    batch_averaging: tuple[float, ...] = ()   # per quantile: Var(batch averaged over that life) / Var(batch)
 
 
 @functools.lru_cache(maxsize=16)
@@ -90,13 +96,32 @@ def lengths(model_id: str) -> Lengths:
     model = benchmark_workload(model_id)
     inp, out = model.sample(_LENGTH_SAMPLES, np.random.default_rng(12345))
     inp, out = inp.astype(float), out.astype(float)
+    quantiles = np.percentile(out, np.arange(0.5, 100.0, 1.0))
     return Lengths(
         mean_input=float(inp.mean()), mean_output=float(out.mean()),
         decode_context=float(np.sum(out * (inp + out / 2.0)) / np.sum(out)),
         pairs_per_prefill_token=float(np.mean(inp * inp) / (2.0 * inp.mean())),
         p99_input=float(np.percentile(inp, 99)), p99_output=float(np.percentile(out, 99)),
         output_cv=float(out.std() / out.mean()),
+        output_quantiles=tuple(float(q) for q in quantiles),
+        batch_averaging=_batch_averaging(quantiles),
     )
+
+
+def _batch_averaging(lives: np.ndarray) -> tuple[float, ...]:
+    """Var of the M/G/inf number in system averaged over a k-step life / its variance, per k in ``lives``.
+
+    With service lengths S (the output quantiles, in steps) the autocorrelation at lag t is
+    r(t) = E[(S - t)+] / E[S]; the average over k steps has variance (2 / k^2) int_0^k (k - t) r(t) dt
+    (1 at k -> 0, ~ 2 E[S^2] / (2 E[S] k) for long lives).
+    """
+    mean = float(lives.mean())
+    out = []
+    for k in np.maximum(lives, 1.0):
+        t = np.linspace(0.0, k, 65)
+        r = np.maximum(lives[None, :] - t[:, None], 0.0).mean(axis=1) / mean
+        out.append(float(2.0 / k**2 * np.trapezoid((k - t) * r, t)))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -227,6 +252,160 @@ def fast_drain_lost_s(model: StepModel, dep: Deployment, batch: int, lens: Lengt
     return max(0.0, drain_s - tokens / steady) if steady > 0 else 0.0
 
 
+def normal_tail(z: np.ndarray) -> np.ndarray:
+    """P(Z > z) of a standard normal, elementwise (Abramowitz & Stegun 7.1.26, abs. error < 1e-7)."""
+    x = np.abs(z) / math.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.3275911 * x)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    upper = 0.5 * poly * np.exp(-x * x)
+    return np.where(z >= 0.0, upper, 1.0 - upper)
+
+
+_TAIL_Z = {0.01: 2.3263478740408408}
+_NORMAL_TABLE = (np.array([0.5, 0.1, 0.05, 0.01, 0.001]), np.array([0.0, -1.2816, -1.6449, -2.3263, -3.0902]))
+# Share of the TPOT variance that comes from the decode batch: a grid dense near 0, where h moves fastest
+_THETA = np.linspace(0.0, 1.0, 257) ** 3
+
+
+def decode_batch_variance(batch: float, step_s: float, slope_s: float) -> float:
+    """Variance of the number of sequences decoding, mean ``batch``, when a step of k sequences takes
+    T(k) = a + slope k (s; a from ``step_s`` = T(batch)).
+
+    Decoding is processor sharing at k / T(k) tokens/s; its stationary law is insensitive to the
+    output-length distribution: pi(n) ~ prod_{k<=n} x T(k) / k, a negative binomial with r = a / slope + 1,
+    so the variance is batch (1 + batch / r). Poisson (M/G/inf, variance = batch) when slope = 0;
+    over-dispersed as the batch's own cost dominates the step (the system nears its limit 1 / slope).
+    """
+    if slope_s <= 0.0:
+        return float(batch)
+    r = max(step_s - slope_s * batch, 0.0) / slope_s + 1.0
+    return batch * (1.0 + batch / r)
+
+
+def tpot_variances_s2(model: StepModel, dep: Deployment, batch: int, lens: Lengths) -> tuple[float, float]:
+    """(P, Q) in s^2: a request whose life spans k steps (output quantile q, k = q - 1) has a TPOT variance
+    P / k + Q w_q, with ``batch`` decoding steadily.
+
+    A request's TPOT is the mean of its k step durations. Two sources vary it: (1) the prefill work of the
+    prompts that arrive meanwhile (Poisson, batch / mean output per step; compound-Poisson variance
+    P / k with P = c^2 E[input^2] batch / mean output, c the step time per prefill token (s/token) at the
+    chunk the engine packs); (2) the number of sequences decoding (variance ``decode_batch_variance``)
+    averaged over the life with the M/G/inf correlation (w_q = ``Lengths.batch_averaging``), times the
+    step time per extra sequence: Q = slope^2 Var(batch). Short requests carry the tail.
+    """
+    per_step = batch * lens.mean_input / lens.mean_output
+    chunk = min(max(lens.mean_input, per_step), max(dep.max_batched_tokens - batch, 1.0))
+    decode_s = _step_time_s(model, dep, batch, lens, 0.0)
+    c_s_per_token = max(_step_time_s(model, dep, batch, lens, chunk) - decode_s, 0.0) / chunk
+    mean_s = mean_step_s(model, dep, batch, lens)
+    slope_s = max(mean_step_s(model, dep, batch + 1, lens) - mean_s, 0.0)
+    input_sq = 2.0 * lens.mean_input * lens.pairs_per_prefill_token
+    prefill_var = c_s_per_token**2 * input_sq * batch / lens.mean_output
+    return prefill_var, slope_s**2 * decode_batch_variance(batch, mean_s, slope_s)
+
+
+def tpot_sd_s(model: StepModel, dep: Deployment, batch: int, lens: Lengths) -> np.ndarray:
+    """Standard deviation (s) of a request's TPOT per output-length quantile (``tpot_variances_s2``)."""
+    prefill_var, batch_var = tpot_variances_s2(model, dep, batch, lens)
+    k = np.maximum(np.asarray(lens.output_quantiles) - 1.0, 1.0)
+    return np.sqrt(prefill_var / k + batch_var * np.asarray(lens.batch_averaging))
+
+
+def tail_headroom_s(sd_s: np.ndarray, tail_frac: float = TPOT_TAIL_FRAC) -> float:
+    """Smallest d >= 0 (s) such that, with every quantile's TPOT normal around mean m with sd ``sd_s``,
+    at most ``tail_frac`` of the requests exceed m + d (equal weights per quantile). Invariants: 0 when
+    every sd is 0; z(tail_frac) sd when all sds equal sd; increasing in every sd; homogeneous of degree 1.
+
+    The answer lies in [0, z sd_max] (every quantile within z sds is enough); bisection to 1e-9 relative.
+    """
+    sd_max = float(np.max(sd_s)) if len(sd_s) else 0.0
+    if sd_max <= 0.0:
+        return 0.0
+    z = _TAIL_Z.get(tail_frac) or float(-np.interp(tail_frac, *_NORMAL_TABLE))
+    inv_sd = 1.0 / np.maximum(np.asarray(sd_s), 1e-15)
+    lo, hi = 0.0, z * sd_max
+    while hi - lo > 1e-9 * sd_max:
+        mid = 0.5 * (lo + hi)
+        if float(normal_tail(mid * inv_sd).mean()) > tail_frac:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def max_mean_step_s(sd_s: np.ndarray, limit_s: float, tail_frac: float = TPOT_TAIL_FRAC) -> float:
+    """Largest mean step time (s) whose TPOT mixture (normal per quantile, sd ``sd_s``) exceeds ``limit_s``
+    for at most ``tail_frac`` of the requests: the fast evaluator's p99 rule, exactly
+    (``limit_s - tail_headroom_s``); ``allowed_mean_step_s`` is the tabulated form the hot path uses."""
+    return limit_s - tail_headroom_s(sd_s, tail_frac)
+
+
+@functools.lru_cache(maxsize=16)
+def headroom_table(lens: Lengths) -> np.ndarray:
+    """h(theta)^2 on ``_THETA`` for the p99 rule: with variances (P, Q) (``tpot_variances_s2``) the headroom
+    is sqrt(P + Q) h(Q / (P + Q)) (``tail_headroom_s`` is homogeneous of degree 1 in the sds, whose squares
+    are (P + Q) ((1 - theta) / k + theta w)). Built once per benchmark (~0.4 s)."""
+    k = np.maximum(np.asarray(lens.output_quantiles) - 1.0, 1.0)
+    w = np.asarray(lens.batch_averaging)
+    return np.array([tail_headroom_s(np.sqrt((1.0 - t) / k + t * w)) ** 2 for t in _THETA])
+
+
+def allowed_mean_step_s(variances_s2: tuple[float, float], limit_s: float, lens: Lengths) -> float:
+    """``max_mean_step_s`` of the spread ``variances_s2`` = (P, Q) at the p99, from ``headroom_table``
+    (h^2 interpolated linearly in theta; relative error of the headroom under 1e-4, tested)."""
+    total = variances_s2[0] + variances_s2[1]
+    if total <= 0.0:
+        return limit_s
+    theta = variances_s2[1] / total
+    return limit_s - math.sqrt(total * float(np.interp(theta, _THETA, headroom_table(lens))))
+
+
+def largest_under(step_s: Callable[[int], float], limit_s: float, b_max: int) -> int:
+    """Largest batch b in [1, b_max] with ``step_s(b) <= limit_s`` (0 if not even 1), ``step_s`` increasing.
+
+    Regula falsi on the integer bracket (step time is close to linear in the batch, so a few evaluations
+    suffice), with a bisection step whenever interpolation would not shrink the bracket by half: the same
+    answer as bisection, in fewer evaluations.
+    """
+    f_lo = step_s(1)
+    if f_lo > limit_s:
+        return 0
+    f_hi = step_s(b_max)
+    if f_hi <= limit_s:
+        return b_max
+    lo, hi, interpolate = 1, b_max, True
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if interpolate and f_hi > f_lo:
+            guess = lo + int((limit_s - f_lo) / (f_hi - f_lo) * (hi - lo))
+            mid = min(max(guess, lo + 1), hi - 1)
+        f_mid = step_s(mid)
+        width = hi - lo
+        if f_mid <= limit_s:
+            lo, f_lo = mid, f_mid
+        else:
+            hi, f_hi = mid, f_mid
+        interpolate = (hi - lo) * 2 <= width   # interpolation halved the bracket: keep interpolating
+    return lo
+
+
+def server_batch(model: StepModel, dep: Deployment, b_max: int, lens: Lengths, limit_s: float) -> int:
+    """Largest steady decode batch whose p99 TPOT meets ``limit_s`` (0: none). Two passes: the batch whose
+    mean step reaches the limit sets the TPOT spread (``tpot_variances_s2``), which lowers the mean allowed
+    (``allowed_mean_step_s``); then the largest batch under that mean."""
+    if not math.isfinite(limit_s):
+        return b_max
+    top_s = mean_step_s(model, dep, b_max, lens)
+    if top_s <= limit_s and top_s <= allowed_mean_step_s(tpot_variances_s2(model, dep, b_max, lens), limit_s,
+                                                         lens):
+        return b_max   # what the two passes return when the largest batch already meets the p99
+    b = largest_under(lambda n: mean_step_s(model, dep, n, lens), limit_s, b_max)
+    if b == 0:
+        return b
+    allowed_s = allowed_mean_step_s(tpot_variances_s2(model, dep, b, lens), limit_s, lens)
+    return largest_under(lambda n: mean_step_s(model, dep, n, lens), allowed_s, b)
+
+
 def fast_replica(dep: Deployment, plan: MemoryPlan, key: PartKey, lens: Lengths) -> tuple[float, float]:
     """(steady output tokens/s of one replica, Offline drain lost time in s); see module docstring."""
     model = StepModel(dep)
@@ -234,17 +413,9 @@ def fast_replica(dep: Deployment, plan: MemoryPlan, key: PartKey, lens: Lengths)
     offline = b_max / mean_step_s(model, dep, b_max, lens)
     if key.scenario == "offline":
         return offline, fast_drain_lost_s(model, dep, b_max, lens, offline)
-    limit = TPOT_MARGIN * (key.tpot_limit_s or math.inf)
-    if mean_step_s(model, dep, 1, lens) > limit:
+    b = server_batch(model, dep, b_max, lens, key.tpot_limit_s or math.inf)
+    if b == 0:
         return 0.0, 0.0
-    lo, hi = 1, b_max
-    while hi - lo > 1:   # step time grows with the batch: bisect for the largest batch under the limit
-        mid = (lo + hi) // 2
-        if mean_step_s(model, dep, mid, lens) <= limit:
-            lo = mid
-        else:
-            hi = mid
-    b = hi if mean_step_s(model, dep, hi, lens) <= limit else lo
     step_s = mean_step_s(model, dep, b, lens)
     ttft = model.prefill_time_s(int(lens.p99_input)) + step_s
     if key.ttft_limit_s is not None and ttft > key.ttft_limit_s:
