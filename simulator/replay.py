@@ -203,16 +203,21 @@ def max_batch(dep: Deployment, plan: MemoryPlan, lens: Lengths) -> int:
     return max(1, int(min(kv, dep.max_num_seqs, budget)))
 
 
+def prefill_per_step(dep: Deployment, batch: float, lens: Lengths) -> tuple[float, float]:
+    """(mean prefill tokens per step that keep ``batch`` decoding full, the chunk u the engine packs):
+    u = min(max(mean prompt, mean prefill per step), step token budget left by the decodes)."""
+    per_step = batch * lens.mean_input / lens.mean_output
+    return per_step, min(max(lens.mean_input, per_step), max(dep.max_batched_tokens - batch, 1.0))
+
+
 def mean_step_s(model: StepModel, dep: Deployment, batch: float, lens: Lengths) -> float:
     """Mean step time with ``batch`` decodes and the prefill that keeps it full, as the engine packs it.
 
     Prefill arrives one prompt at a time and fills the step's token budget: a fraction f of the steps
-    carries a chunk of u = min(max(mean prompt, mean prefill per step), budget left) tokens, the rest
-    none (long prompts make compute-bound prefill steps and memory-bound decode steps alternate).
+    carries a chunk of u tokens (``prefill_per_step``), the rest none (long prompts make compute-bound
+    prefill steps and memory-bound decode steps alternate).
     """
-    per_step = batch * lens.mean_input / lens.mean_output
-    room = max(dep.max_batched_tokens - batch, 1.0)
-    chunk = min(max(lens.mean_input, per_step), room)
+    per_step, chunk = prefill_per_step(dep, batch, lens)
     frac = min(1.0, per_step / chunk)
     if frac >= 1.0:
         return _step_time_s(model, dep, batch, lens, per_step)
@@ -261,8 +266,7 @@ def normal_tail(z: np.ndarray) -> np.ndarray:
     return np.where(z >= 0.0, upper, 1.0 - upper)
 
 
-_TAIL_Z = {0.01: 2.3263478740408408}
-_NORMAL_TABLE = (np.array([0.5, 0.1, 0.05, 0.01, 0.001]), np.array([0.0, -1.2816, -1.6449, -2.3263, -3.0902]))
+_TAIL_Z = 2.3263478740408408   # standard normal upper TPOT_TAIL_FRAC point: P(Z > z) = 0.01
 # Share of the TPOT variance that comes from the decode batch: a grid dense near 0, where h moves fastest
 _THETA = np.linspace(0.0, 1.0, 257) ** 3
 
@@ -293,8 +297,7 @@ def tpot_variances_s2(model: StepModel, dep: Deployment, batch: int, lens: Lengt
     averaged over the life with the M/G/inf correlation (w_q = ``Lengths.batch_averaging``), times the
     step time per extra sequence: Q = slope^2 Var(batch). Short requests carry the tail.
     """
-    per_step = batch * lens.mean_input / lens.mean_output
-    chunk = min(max(lens.mean_input, per_step), max(dep.max_batched_tokens - batch, 1.0))
+    chunk = prefill_per_step(dep, batch, lens)[1]
     decode_s = _step_time_s(model, dep, batch, lens, 0.0)
     c_s_per_token = max(_step_time_s(model, dep, batch, lens, chunk) - decode_s, 0.0) / chunk
     mean_s = mean_step_s(model, dep, batch, lens)
@@ -304,40 +307,26 @@ def tpot_variances_s2(model: StepModel, dep: Deployment, batch: int, lens: Lengt
     return prefill_var, slope_s**2 * decode_batch_variance(batch, mean_s, slope_s)
 
 
-def tpot_sd_s(model: StepModel, dep: Deployment, batch: int, lens: Lengths) -> np.ndarray:
-    """Standard deviation (s) of a request's TPOT per output-length quantile (``tpot_variances_s2``)."""
-    prefill_var, batch_var = tpot_variances_s2(model, dep, batch, lens)
-    k = np.maximum(np.asarray(lens.output_quantiles) - 1.0, 1.0)
-    return np.sqrt(prefill_var / k + batch_var * np.asarray(lens.batch_averaging))
-
-
-def tail_headroom_s(sd_s: np.ndarray, tail_frac: float = TPOT_TAIL_FRAC) -> float:
+def tail_headroom_s(sd_s: np.ndarray) -> float:
     """Smallest d >= 0 (s) such that, with every quantile's TPOT normal around mean m with sd ``sd_s``,
-    at most ``tail_frac`` of the requests exceed m + d (equal weights per quantile). Invariants: 0 when
-    every sd is 0; z(tail_frac) sd when all sds equal sd; increasing in every sd; homogeneous of degree 1.
+    at most ``TPOT_TAIL_FRAC`` of the requests exceed m + d (equal weights per quantile): a mean step
+    m <= limit - d meets the p99 rule. Invariants: 0 when every sd is 0; z sd when all sds equal sd;
+    increasing in every sd; homogeneous of degree 1.
 
     The answer lies in [0, z sd_max] (every quantile within z sds is enough); bisection to 1e-9 relative.
     """
     sd_max = float(np.max(sd_s)) if len(sd_s) else 0.0
     if sd_max <= 0.0:
         return 0.0
-    z = _TAIL_Z.get(tail_frac) or float(-np.interp(tail_frac, *_NORMAL_TABLE))
     inv_sd = 1.0 / np.maximum(np.asarray(sd_s), 1e-15)
-    lo, hi = 0.0, z * sd_max
+    lo, hi = 0.0, _TAIL_Z * sd_max
     while hi - lo > 1e-9 * sd_max:
         mid = 0.5 * (lo + hi)
-        if float(normal_tail(mid * inv_sd).mean()) > tail_frac:
+        if float(normal_tail(mid * inv_sd).mean()) > TPOT_TAIL_FRAC:
             lo = mid
         else:
             hi = mid
     return hi
-
-
-def max_mean_step_s(sd_s: np.ndarray, limit_s: float, tail_frac: float = TPOT_TAIL_FRAC) -> float:
-    """Largest mean step time (s) whose TPOT mixture (normal per quantile, sd ``sd_s``) exceeds ``limit_s``
-    for at most ``tail_frac`` of the requests: the fast evaluator's p99 rule, exactly
-    (``limit_s - tail_headroom_s``); ``allowed_mean_step_s`` is the tabulated form the hot path uses."""
-    return limit_s - tail_headroom_s(sd_s, tail_frac)
 
 
 @functools.lru_cache(maxsize=16)
@@ -351,8 +340,9 @@ def headroom_table(lens: Lengths) -> np.ndarray:
 
 
 def allowed_mean_step_s(variances_s2: tuple[float, float], limit_s: float, lens: Lengths) -> float:
-    """``max_mean_step_s`` of the spread ``variances_s2`` = (P, Q) at the p99, from ``headroom_table``
-    (h^2 interpolated linearly in theta; relative error of the headroom under 1e-4, tested)."""
+    """Largest mean step time (s) meeting the p99 rule (``limit_s - tail_headroom_s``) for the spread
+    ``variances_s2`` = (P, Q), from ``headroom_table`` (h^2 interpolated linearly in theta; relative error
+    of the headroom under 1e-4, tested): the hot path's form of the exact rule."""
     total = variances_s2[0] + variances_s2[1]
     if total <= 0.0:
         return limit_s

@@ -22,9 +22,8 @@ def test_normal_tail_matches_erfc() -> None:
 def test_equal_spreads_give_the_normal_quantile() -> None:
     """Every request with the same TPOT sd sigma: the p99 holds iff mean + z_0.99 sigma <= limit."""
     sd = np.full(100, 0.004)
-    allowed = replay.max_mean_step_s(sd, 0.2)
-    assert allowed == pytest.approx(0.2 - 2.3263478740 * 0.004, rel=1e-4)
-    assert replay.max_mean_step_s(np.zeros(100), 0.2) == 0.2
+    assert replay.tail_headroom_s(sd) == pytest.approx(2.3263478740 * 0.004, rel=1e-6)
+    assert replay.tail_headroom_s(np.zeros(100)) == 0.0
 
 
 @given(st.lists(st.floats(1e-4, 0.05), min_size=5, max_size=30), st.floats(1e-4, 0.05), st.integers(0, 4))
@@ -32,10 +31,10 @@ def test_more_spread_allows_a_lower_mean(sds: list[float], extra: float, index: 
     base = np.array(sds)
     wider = base.copy()
     wider[index] += extra
-    a, b = replay.max_mean_step_s(base, 0.3), replay.max_mean_step_s(wider, 0.3)
-    assert b <= a + 1e-9 and a <= 0.3
-    # the mixture's tail at the answer is the target (1% of requests over the limit)
-    tail = float(np.mean(replay.normal_tail((0.3 - a) / base)))
+    a, b = replay.tail_headroom_s(base), replay.tail_headroom_s(wider)
+    assert b >= a - 1e-12 and a >= 0.0
+    # the mixture's tail at the answer is the target (1% of requests over mean + headroom)
+    tail = float(np.mean(replay.normal_tail(a / base)))
     assert tail == pytest.approx(replay.TPOT_TAIL_FRAC, rel=1e-6)
 
 
@@ -48,7 +47,7 @@ def test_tabulated_rule_matches_the_exact_one(model_id: str, theta: float, total
     lens = replay.lengths(model_id)
     k = np.maximum(np.asarray(lens.output_quantiles) - 1.0, 1.0)
     sd = np.sqrt(total_var_s2 * ((1.0 - theta) / k + theta * np.asarray(lens.batch_averaging)))
-    exact = 0.2 - replay.max_mean_step_s(sd, 0.2)
+    exact = replay.tail_headroom_s(sd)
     table = 0.2 - replay.allowed_mean_step_s((total_var_s2 * (1.0 - theta), total_var_s2 * theta), 0.2, lens)
     assert table == pytest.approx(exact, rel=1e-4)
     assert replay.allowed_mean_step_s((0.0, 0.0), 0.2, lens) == 0.2
