@@ -108,7 +108,9 @@ def _all_architectures() -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------ parameters
 
+@functools.lru_cache(maxsize=256)
 def _defaults(acc_id: str, family: str, framework: str) -> Efficiency:
+    """The uncalibrated efficiency of a group (``efficiency.yaml``), which every fit step starts from."""
     acc = load_accelerator(acc_id)
     return lookup_efficiency(acc_id, acc.architecture, family, framework, calibration={})
 

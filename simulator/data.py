@@ -7,13 +7,17 @@ tool works from any directory. In a source checkout the top-level folders are us
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+@functools.lru_cache(maxsize=8)
 def _locate(package: str, top_level: str) -> Path:
+    """The folder of ``package`` if installed, else ``top_level`` of the source tree (looked up once: the
+    efficiency and profile loaders ask on every call)."""
     spec = importlib.util.find_spec(package)
     if spec is not None and spec.submodule_search_locations:
         for location in spec.submodule_search_locations:

@@ -35,10 +35,12 @@ the model with only that part of the batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from simulator.deployment import Deployment, kv_bytes_per_token_per_gpu, non_expert_precision
+from simulator.efficiency import Efficiency
 from simulator.formats import FORMATS, Precision, gemm_compute_family
+from simulator.hardware import Accelerator
 
 ALLREDUCE_BYTES_PER_ELEMENT = FORMATS["bf16"].bytes_per_element  # collectives move bf16 activations
 ALLREDUCES_PER_LAYER = 2  # after attention and after the MLP / MoE block
@@ -67,22 +69,36 @@ def prefill_pairs(chunk_tokens: float, cached_tokens: float, window_tokens: floa
 
 
 class StepModel:
-    """Prices engine steps of one deployment; constants are precomputed so a step costs ~30 flops."""
+    """Prices engine steps of one deployment; constants are precomputed so a step costs ~30 flops.
+
+    The constants split in two: the deployment's geometry (bytes, FLOPs and collective message sizes per
+    token, independent of the efficiency factors) and the rates it is divided by (peaks x efficiency
+    fractions). ``with_efficiency`` re-derives only the rates, so pricing one deployment under many
+    efficiencies (the calibration's optimiser) computes the geometry once.
+    """
 
     __slots__ = (
         "_a2a_bw",
         "_a2a_bytes_per_token",
+        "_acc_peak",
         "_allreduce_bw",
         "_ar_bytes_per_token",
         "_ar_count",
+        "_attn_acc_peak",
         "_attn_flops_full",
         "_attn_flops_sliding",
         "_attn_peak",
+        "_base_deployment",
         "_bw",
+        "_dense_acc_peak",
         "_dense_bytes",
         "_dense_flops_per_token",
+        "_dense_mem_s",
         "_dense_peak",
+        "_deployment",
+        "_efficiency",
         "_expert_bytes",
+        "_expert_miss",
         "_experts",
         "_k",
         "_kv_bytes_full",
@@ -93,29 +109,79 @@ class StepModel:
         "_overhead_s",
         "_p2p_bw",
         "_p2p_bytes_per_token",
+        "_p2p_link_bw",
         "_peak",
         "_pp",
         "_scale",
         "_tp",
-        "deployment",
     )
 
     def __init__(self, dep: Deployment) -> None:
-        self.deployment = dep
-        acc, lay, eff = dep.accelerator, dep.layout, dep.efficiency
+        self._deployment: Deployment | None = dep
+        self._base_deployment = dep   # holds the geometry; its efficiency may differ from this model's
+        acc, lay = dep.accelerator, dep.layout
         self._tp, self._pp = lay.tp, lay.pp
-        self._peak = acc.peak_flops_per_s(dep.compute_family) * eff.compute_frac
+        # Dense tensor peaks (FLOP/s) of the expert, non-expert and attention GEMMs, before efficiency
+        self._acc_peak = acc.peak_flops_per_s(dep.compute_family)
         dense_family = gemm_compute_family(non_expert_precision(dep), acc.supported_compute_formats)
-        self._dense_peak = acc.peak_flops_per_s(dense_family) * eff.compute_frac
+        self._dense_acc_peak = acc.peak_flops_per_s(dense_family)
         kv_fmt = dep.precision.kv_cache
         attn_family = gemm_compute_family(Precision(kv_fmt, kv_fmt, kv_fmt), acc.supported_compute_formats)
-        self._attn_peak = acc.peak_flops_per_s(attn_family) * eff.compute_frac
-        self._bw = acc.hbm_bandwidth_bytes_per_s * eff.memory_frac
+        self._attn_acc_peak = acc.peak_flops_per_s(attn_family)
         self._init_weights(dep)
         self._init_attention(dep)
         self._init_comm(dep)
-        self._overhead_s = eff.step_overhead_s
         self._scale = dep.step_time_scale
+        self._set_rates(dep.efficiency)
+
+    @property
+    def deployment(self) -> Deployment:
+        """The deployment priced, with this model's efficiency (built on first use after
+        ``with_efficiency``)."""
+        if self._deployment is None:
+            self._deployment = replace(self._base_deployment, efficiency=self._efficiency)
+        return self._deployment
+
+    def with_efficiency(self, eff: Efficiency) -> StepModel:
+        """A plain ``StepModel`` of the same deployment under efficiency ``eff``: the same step times as
+        ``StepModel(dataclasses.replace(self.deployment, efficiency=eff))``, without recomputing the
+        geometry."""
+        twin = StepModel.__new__(StepModel)
+        # the geometry, attribute by attribute (a loop over __slots__ costs several times more per twin)
+        twin._base_deployment, twin._tp, twin._pp, twin._scale = (
+            self._base_deployment, self._tp, self._pp, self._scale)
+        twin._acc_peak, twin._dense_acc_peak, twin._attn_acc_peak = (
+            self._acc_peak, self._dense_acc_peak, self._attn_acc_peak)
+        twin._dense_bytes, twin._dense_flops_per_token = self._dense_bytes, self._dense_flops_per_token
+        twin._moe_layers, twin._experts, twin._k = self._moe_layers, self._experts, self._k
+        twin._expert_miss = self._expert_miss
+        twin._expert_bytes, twin._moe_flops_per_token = self._expert_bytes, self._moe_flops_per_token
+        twin._kv_bytes_full, twin._kv_bytes_sliding = self._kv_bytes_full, self._kv_bytes_sliding
+        twin._attn_flops_full, twin._attn_flops_sliding = self._attn_flops_full, self._attn_flops_sliding
+        twin._latency_s, twin._ar_count = self._latency_s, self._ar_count
+        twin._ar_bytes_per_token = self._ar_bytes_per_token
+        twin._a2a_bytes_per_token = self._a2a_bytes_per_token
+        twin._p2p_bytes_per_token, twin._p2p_link_bw = self._p2p_bytes_per_token, self._p2p_link_bw
+        twin._deployment = self._deployment if eff is self._efficiency else None
+        twin._set_rates(eff)
+        return twin
+
+    def _set_rates(self, eff: Efficiency) -> None:
+        """The efficiency-dependent constants: peaks (FLOP/s), bandwidths (bytes/s), per-step overhead (s)."""
+        acc = self._base_deployment.accelerator
+        self._efficiency = eff
+        self._peak = self._acc_peak * eff.compute_frac
+        self._dense_peak = self._dense_acc_peak * eff.compute_frac
+        self._attn_peak = self._attn_acc_peak * eff.compute_frac
+        self._bw = acc.hbm_bandwidth_bytes_per_s * eff.memory_frac
+        self._dense_mem_s = self._dense_bytes / self._bw
+        self._allreduce_bw = self._a2a_bw = float("inf")
+        if self._tp > 1:
+            self._allreduce_bw = _allreduce_rate(acc, eff, self._tp)
+            if self._a2a_bytes_per_token:
+                self._a2a_bw = _alltoall_rate(acc, eff, self._tp)
+        self._p2p_bw = self._p2p_link_bw * eff.network_frac
+        self._overhead_s = eff.step_overhead_s
 
     def _init_weights(self, dep: Deployment) -> None:
         m, lay = dep.model, dep.layout
@@ -132,6 +198,8 @@ class StepModel:
         self._moe_layers = m.num_moe_layers / lay.pp
         self._experts = float(m.num_experts)
         self._k = float(m.experts_per_token)
+        # chance that a token misses a given expert
+        self._expert_miss = 1.0 - self._k / self._experts if self._experts else 1.0
         self._expert_bytes = m.expert_params * w / lay.tp  # per touched expert per layer, per GPU
         self._moe_flops_per_token = 2.0 * m.experts_per_token * m.expert_params * self._moe_layers / lay.tp
 
@@ -146,7 +214,8 @@ class StepModel:
         self._attn_flops_sliding = m.attention_flops_per_query_key_sliding / (lay.pp * lay.tp)
 
     def _init_comm(self, dep: Deployment) -> None:
-        acc, m, lay, eff = dep.accelerator, dep.model, dep.layout, dep.efficiency
+        """Message sizes (bytes per token) and counts of the collectives; their rates: ``_set_rates``."""
+        acc, m, lay = dep.accelerator, dep.model, dep.layout
         tp = lay.tp
         act = ALLREDUCE_BYTES_PER_ELEMENT * m.hidden_size
         layers = m.num_layers / lay.pp
@@ -154,7 +223,6 @@ class StepModel:
         self._ar_bytes_per_token = act
         self._a2a_bytes_per_token = 0.0
         self._ar_count = 0.0
-        self._allreduce_bw = self._a2a_bw = float("inf")
         if tp > 1:
             attn_ar = layers if lay.attention == "tp" else 0.0
             # EP behind data-parallel attention: each GPU dispatches its own tokens (1/tp of the batch) to
@@ -162,16 +230,14 @@ class StepModel:
             # holds every token, so its local experts' partial outputs are summed by an all-reduce.
             moe_a2a = self._moe_layers if lay.ep > 1 and lay.attention == "dp" else 0.0
             self._ar_count = attn_ar + (layers - moe_a2a)
-            self._allreduce_bw = allreduce_bus_bandwidth(dep, tp)
             if moe_a2a:
                 remote = m.experts_per_token * (tp - 1) / tp  # copies of a token that leave its GPU
                 self._a2a_bytes_per_token = 2.0 * remote * act * moe_a2a / tp
-                self._a2a_bw = alltoall_bandwidth(dep, tp)
         self._p2p_bytes_per_token = act if lay.pp > 1 else 0.0
-        crosses_nodes = lay.gpus > acc.scaleup_domain_gpus
-        self._p2p_bw = (
+        crosses_nodes = lay.gpus > acc.scaleup_domain_gpus   # the PP hand-off goes over the NIC
+        self._p2p_link_bw = (
             acc.scaleout_bandwidth_bytes_per_s if crosses_nodes else acc.scaleup_bandwidth_bytes_per_s
-        ) * (eff.network_frac)
+        )
 
     def step_time_s(
         self,
@@ -189,22 +255,29 @@ class StepModel:
         tokens = (prefill_tokens + queries) / pp  # tokens of one micro-batch
         if tokens <= 0:
             return 0.0
-        dense = max(self._dense_flops_per_token * tokens / self._dense_peak, self._dense_bytes / self._bw)
+        # max(compute, memory) of each roofline, written out (``b if b > a else a`` is ``max(a, b)``): this
+        # is the hot path of calibration
+        dense = self._dense_flops_per_token * tokens / self._dense_peak
+        if self._dense_mem_s > dense:
+            dense = self._dense_mem_s
         moe = 0.0
         if self._moe_layers:
-            touched = self._experts * (1.0 - (1.0 - self._k / self._experts) ** tokens)
-            moe = max(
-                self._moe_flops_per_token * tokens / self._peak,
-                self._moe_layers * touched * self._expert_bytes / self._bw,
-            )
+            touched = self._experts * (1.0 - self._expert_miss ** tokens)
+            moe = self._moe_flops_per_token * tokens / self._peak
+            moe_mem = self._moe_layers * touched * self._expert_bytes / self._bw
+            if moe_mem > moe:
+                moe = moe_mem
         ctx_bytes = (decode_ctx_full + prefill_tokens) * self._kv_bytes_full + (
             decode_ctx_sliding * self._kv_bytes_sliding
         )
         pairs_flops = (
-            prefill_pairs_full + decode_ctx_full * queries / max(decode_seqs, 1.0)
+            prefill_pairs_full + decode_ctx_full * queries / (1.0 if decode_seqs < 1.0 else decode_seqs)
         ) * self._attn_flops_full
         pairs_flops += (prefill_pairs_sliding + decode_ctx_sliding) * self._attn_flops_sliding
-        attn = max(pairs_flops / pp / self._attn_peak, ctx_bytes / pp / self._bw)
+        attn = pairs_flops / pp / self._attn_peak
+        attn_mem = ctx_bytes / pp / self._bw
+        if attn_mem > attn:
+            attn = attn_mem
         comm = 0.0
         if self._ar_count:
             comm = self._ar_count * (self._ar_bytes_per_token * tokens / self._allreduce_bw + self._latency_s)
@@ -230,7 +303,7 @@ class StepModel:
 
     def decode_shape(self, batch: int, context_tokens: float) -> BatchShape:
         """A pure decode step of ``batch`` sequences each with ``context_tokens`` cached."""
-        window = self.deployment.model.sliding_window_tokens
+        window = self._base_deployment.model.sliding_window_tokens
         sliding_ctx = min(context_tokens, window) if window else 0.0
         return BatchShape(
             decode_seqs=batch, decode_ctx_full=batch * context_tokens, decode_ctx_sliding=batch * sliding_ctx
@@ -238,8 +311,9 @@ class StepModel:
 
     def prefill_time_s(self, input_tokens: int, chunk_tokens: int | None = None) -> float:
         """Time to prefill one prompt alone, in chunks of at most ``chunk_tokens`` (one step per chunk)."""
-        chunk = chunk_tokens or self.deployment.max_batched_tokens
-        window = self.deployment.model.sliding_window_tokens
+        dep = self._base_deployment   # model and token budget: the same whatever the efficiency
+        chunk = chunk_tokens or dep.max_batched_tokens
+        window = dep.model.sliding_window_tokens
         total, done = 0.0, 0
         while done < input_tokens:
             c = min(chunk, input_tokens - done)
@@ -263,11 +337,26 @@ class StepModel:
         return weights + kv
 
 
-def _switched_ring_bandwidth(dep: Deployment, n: int) -> float:
-    acc, eff = dep.accelerator, dep.efficiency
+def _switched_ring_rate(acc: Accelerator, eff: Efficiency, n: int) -> float:
     if acc.in_network_reduction and n >= eff.nvls_min_gpus:
         return acc.scaleup_bandwidth_bytes_per_s * eff.nvls_network_frac
     return acc.scaleup_bandwidth_bytes_per_s * eff.network_frac * n / (2.0 * (n - 1))
+
+
+def _allreduce_rate(acc: Accelerator, eff: Efficiency, n: int) -> float:
+    """``allreduce_bus_bandwidth`` (bytes/s) from the accelerator and the efficiency factors."""
+    if acc.scaleup_topology == "mesh" and acc.scaleup_link_bandwidth_bytes_per_s:
+        links = min(n - 1, acc.scaleup_links_per_gpu or n - 1)
+        return links * acc.scaleup_link_bandwidth_bytes_per_s * eff.network_frac * n / (2.0 * (n - 1))
+    return _switched_ring_rate(acc, eff, n)
+
+
+def _alltoall_rate(acc: Accelerator, eff: Efficiency, n: int) -> float:
+    """``alltoall_bandwidth`` (bytes/s) from the accelerator and the efficiency factors."""
+    if acc.scaleup_topology == "mesh" and acc.scaleup_link_bandwidth_bytes_per_s:
+        links = min(n - 1, acc.scaleup_links_per_gpu or n - 1)
+        return links * acc.scaleup_link_bandwidth_bytes_per_s * eff.network_frac
+    return acc.scaleup_bandwidth_bytes_per_s * eff.network_frac
 
 
 def allreduce_bus_bandwidth(dep: Deployment, n: int) -> float:
@@ -277,19 +366,9 @@ def allreduce_bus_bandwidth(dep: Deployment, n: int) -> float:
     direct on a full mesh of point-to-point links: rate = n * link_bw * frac / 2 (each GPU uses its
     n-1 links to its peers).
     """
-    acc = dep.accelerator
-    if acc.scaleup_topology == "mesh" and acc.scaleup_link_bandwidth_bytes_per_s:
-        links = min(n - 1, acc.scaleup_links_per_gpu or n - 1)
-        return (
-            links * acc.scaleup_link_bandwidth_bytes_per_s * dep.efficiency.network_frac * n / (2.0 * (n - 1))
-        )
-    return _switched_ring_bandwidth(dep, n)
+    return _allreduce_rate(dep.accelerator, dep.efficiency, n)
 
 
 def alltoall_bandwidth(dep: Deployment, n: int) -> float:
     """Per-GPU send rate of an all-to-all over ``n`` GPUs (bytes/s)."""
-    acc = dep.accelerator
-    if acc.scaleup_topology == "mesh" and acc.scaleup_link_bandwidth_bytes_per_s:
-        links = min(n - 1, acc.scaleup_links_per_gpu or n - 1)
-        return links * acc.scaleup_link_bandwidth_bytes_per_s * dep.efficiency.network_frac
-    return acc.scaleup_bandwidth_bytes_per_s * dep.efficiency.network_frac
+    return _alltoall_rate(dep.accelerator, dep.efficiency, n)

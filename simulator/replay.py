@@ -36,7 +36,7 @@ import functools
 import itertools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -141,6 +141,12 @@ class PartKey:
 
 def part_keys(spec: ReplaySpec) -> list[tuple[PartKey, int]]:
     """(key, GPU count) per part of a system. The layout may use at most min(node, part GPUs) for TP."""
+    return list(_part_keys(spec))
+
+
+@functools.lru_cache(maxsize=4096)
+def _part_keys(spec: ReplaySpec) -> tuple[tuple[PartKey, int], ...]:
+    """``part_keys``, memoised: calibration asks for every row's keys at every step of its optimiser."""
     out = []
     for acc_id, count in spec.parts:
         acc = load_accelerator(acc_id)
@@ -149,7 +155,7 @@ def part_keys(spec: ReplaySpec) -> list[tuple[PartKey, int]]:
                       min(domain, count, max(TP_CHOICES)), min(count, 2 * max(TP_CHOICES)),
                       spec.ttft_limit_s, spec.tpot_limit_s)
         out.append((key, count))
-    return out
+    return tuple(out)
 
 
 def _layouts(model_id: str, max_tp: int, gpus: int) -> list[Layout]:
@@ -286,9 +292,11 @@ def decode_batch_variance(batch: float, step_s: float, slope_s: float) -> float:
     return batch * (1.0 + batch / r)
 
 
-def tpot_variances_s2(model: StepModel, dep: Deployment, batch: int, lens: Lengths) -> tuple[float, float]:
+def tpot_variances_s2(model: StepModel, dep: Deployment, batch: int, lens: Lengths,
+                      mean_s: Callable[[int], float] | None = None) -> tuple[float, float]:
     """(P, Q) in s^2: a request whose life spans k steps (output quantile q, k = q - 1) has a TPOT variance
-    P / k + Q w_q, with ``batch`` decoding steadily.
+    P / k + Q w_q, with ``batch`` decoding steadily (``mean_s``: ``mean_step_s`` of a batch, s; default
+    computed).
 
     A request's TPOT is the mean of its k step durations. Two sources vary it: (1) the prefill work of the
     prompts that arrive meanwhile (Poisson, batch / mean output per step; compound-Poisson variance
@@ -300,11 +308,12 @@ def tpot_variances_s2(model: StepModel, dep: Deployment, batch: int, lens: Lengt
     chunk = prefill_per_step(dep, batch, lens)[1]
     decode_s = _step_time_s(model, dep, batch, lens, 0.0)
     c_s_per_token = max(_step_time_s(model, dep, batch, lens, chunk) - decode_s, 0.0) / chunk
-    mean_s = mean_step_s(model, dep, batch, lens)
-    slope_s = max(mean_step_s(model, dep, batch + 1, lens) - mean_s, 0.0)
+    step_s = mean_s or (lambda n: mean_step_s(model, dep, n, lens))
+    mean_step = step_s(batch)
+    slope_s = max(step_s(batch + 1) - mean_step, 0.0)
     input_sq = 2.0 * lens.mean_input * lens.pairs_per_prefill_token
     prefill_var = c_s_per_token**2 * input_sq * batch / lens.mean_output
-    return prefill_var, slope_s**2 * decode_batch_variance(batch, mean_s, slope_s)
+    return prefill_var, slope_s**2 * decode_batch_variance(batch, mean_step, slope_s)
 
 
 def tail_headroom_s(sd_s: np.ndarray) -> float:
@@ -379,42 +388,85 @@ def largest_under(step_s: Callable[[int], float], limit_s: float, b_max: int) ->
     return lo
 
 
-def server_batch(model: StepModel, dep: Deployment, b_max: int, lens: Lengths, limit_s: float) -> int:
+def server_batch(model: StepModel, dep: Deployment, b_max: int, lens: Lengths, limit_s: float,
+                 mean_s: Callable[[int], float] | None = None) -> int:
     """Largest steady decode batch whose p99 TPOT meets ``limit_s`` (0: none). Two passes: the batch whose
     mean step reaches the limit sets the TPOT spread (``tpot_variances_s2``), which lowers the mean allowed
-    (``allowed_mean_step_s``); then the largest batch under that mean."""
+    (``allowed_mean_step_s``); then the largest batch under that mean. ``mean_s``: ``mean_step_s`` of a
+    batch (s), e.g. memoised (default: computed)."""
     if not math.isfinite(limit_s):
         return b_max
-    top_s = mean_step_s(model, dep, b_max, lens)
-    if top_s <= limit_s and top_s <= allowed_mean_step_s(tpot_variances_s2(model, dep, b_max, lens), limit_s,
-                                                         lens):
+    step_s = mean_s or (lambda n: mean_step_s(model, dep, n, lens))
+    top_s = step_s(b_max)
+    if top_s <= limit_s and top_s <= allowed_mean_step_s(tpot_variances_s2(model, dep, b_max, lens, step_s),
+                                                         limit_s, lens):
         return b_max   # what the two passes return when the largest batch already meets the p99
-    b = largest_under(lambda n: mean_step_s(model, dep, n, lens), limit_s, b_max)
+    b = largest_under(step_s, limit_s, b_max)
     if b == 0:
         return b
-    allowed_s = allowed_mean_step_s(tpot_variances_s2(model, dep, b, lens), limit_s, lens)
-    return largest_under(lambda n: mean_step_s(model, dep, n, lens), allowed_s, b)
+    allowed_s = allowed_mean_step_s(tpot_variances_s2(model, dep, b, lens, step_s), limit_s, lens)
+    return largest_under(step_s, allowed_s, b)
 
 
-def fast_replica(dep: Deployment, plan: MemoryPlan, key: PartKey, lens: Lengths) -> tuple[float, float]:
-    """(steady output tokens/s of one replica, Offline drain lost time in s); see module docstring."""
-    model = StepModel(dep)
+@dataclass(frozen=True)
+class _Replica:
+    """One layout's replica in the fast evaluator, up to its Offline rate (what every scenario needs)."""
+
+    dep: Deployment
+    plan: MemoryPlan
+    model: StepModel
+    mean_s: Callable[[int], float]   # ``mean_step_s`` of a batch (s), memoised
+    b_max: int                       # largest steady decode batch (``max_batch``)
+    offline: float                   # steady Offline output tokens/s at ``b_max``
+
+
+def _fast_start(dep: Deployment, plan: MemoryPlan, lens: Lengths, model: StepModel) -> _Replica:
+    """The part of ``fast_replica`` every scenario shares: largest batch and its Offline rate (one step)."""
+    mean_s = _memoised(lambda n: mean_step_s(model, dep, n, lens))
     b_max = max_batch(dep, plan, lens)
-    offline = b_max / mean_step_s(model, dep, b_max, lens)
+    return _Replica(dep, plan, model, mean_s, b_max, b_max / mean_s(b_max))
+
+
+def _fast_finish(r: _Replica, key: PartKey, lens: Lengths) -> tuple[float, float]:
+    """``fast_replica`` of a started replica: (steady output tokens/s, Offline drain lost time in s). The
+    rate is at most ``r.offline`` (Offline) or ``SERVER_LOAD_CAP * r.offline`` (Server/Interactive)."""
+    model, dep = r.model, r.dep
     if key.scenario == "offline":
-        return offline, fast_drain_lost_s(model, dep, b_max, lens, offline)
-    b = server_batch(model, dep, b_max, lens, key.tpot_limit_s or math.inf)
+        return r.offline, fast_drain_lost_s(model, dep, r.b_max, lens, r.offline)
+    b = server_batch(model, dep, r.b_max, lens, key.tpot_limit_s or math.inf, r.mean_s)
     if b == 0:
         return 0.0, 0.0
-    step_s = mean_step_s(model, dep, b, lens)
+    step_s = r.mean_s(b)
     ttft = model.prefill_time_s(int(lens.p99_input)) + step_s
     if key.ttft_limit_s is not None and ttft > key.ttft_limit_s:
         return 0.0, 0.0
-    return min(b / step_s, SERVER_LOAD_CAP * offline), 0.0
+    return min(b / step_s, SERVER_LOAD_CAP * r.offline), 0.0
 
 
-def _with_eff(dep: Deployment, eff: Efficiency) -> Deployment:
-    return replace(dep, efficiency=eff)
+def fast_replica(dep: Deployment, plan: MemoryPlan, key: PartKey, lens: Lengths,
+                 model: StepModel | None = None) -> tuple[float, float]:
+    """(steady output tokens/s of one replica, Offline drain lost time in s); see module docstring.
+
+    ``model`` prices the steps (default ``StepModel(dep)``); ``dep`` supplies only the shape (model, batch
+    and token limits), so a ``StepModel.with_efficiency`` twin of ``dep``'s model may be passed."""
+    return _fast_finish(_fast_start(dep, plan, lens, model or StepModel(dep)), key, lens)
+
+
+def _layout_score(steady: float, lost_s: float, gpus: int) -> float:
+    """Fast output tokens/s per GPU over a ``MLPERF_RUN_S`` run that also loses ``lost_s`` (s) to the drain
+    (never larger with more ``lost_s`` or a lower ``steady``: rounding is monotone)."""
+    return steady * MLPERF_RUN_S / (MLPERF_RUN_S + lost_s) / gpus
+
+
+def _memoised(f: Callable[[int], float]) -> Callable[[int], float]:
+    """``f`` with its values kept per argument (one fast evaluation asks for the same batch repeatedly)."""
+    memo: dict[int, float] = {}
+
+    def cached(n: int) -> float:
+        if n not in memo:
+            memo[n] = f(n)
+        return memo[n]
+    return cached
 
 
 def _entry(calibration: dict[str, Any], key: str) -> tuple:
@@ -448,20 +500,46 @@ def efficiency_for(acc_id: str, family: str, framework: str,
     return _lookup(acc_id, acc.architecture, family, framework, arch_entry, group_entry)
 
 
+@functools.lru_cache(maxsize=512)
+def _candidate_models(key: PartKey) -> tuple[StepModel, ...]:
+    """``StepModel`` of each of ``candidates(key)`` (default efficiency): their geometry, computed once."""
+    return tuple(StepModel(dep) for dep, _ in candidates(key))
+
+
 def best_layout(key: PartKey, calibration: dict[str, Any] | None
                 ) -> tuple[Deployment, MemoryPlan, float, float] | None:
     """(deployment with calibrated efficiency, plan, fast steady tokens/s per replica, fast drain lost s)
-    of the layout with the highest fast tokens/s per GPU (Offline: over a 600 s run including the drain)."""
+    of the layout with the highest fast tokens/s per GPU (Offline: over a 600 s run including the drain);
+    the first such layout of ``candidates(key)`` on a tie.
+
+    A layout scores at most its ceiling (its Offline rate, times ``SERVER_LOAD_CAP`` for Server, with no
+    drain), which costs one step evaluation; the Server batch search and the Offline drain, the expensive
+    part, run from the highest ceiling down and are skipped for a layout whose ceiling is below the best
+    score found so far (it cannot win): the same answer as pricing every layout."""
     lens = lengths(key.model_id)
-    best, best_score = None, 0.0
-    for dep, plan in candidates(key):
-        eff = efficiency_for(key.accelerator_id, dep.compute_family, dep.framework, calibration)
-        d = _with_eff(dep, eff)
-        steady, lost = fast_replica(d, plan, key, lens)
-        score = steady * MLPERF_RUN_S / (MLPERF_RUN_S + lost) / d.layout.gpus
-        if score > best_score:
-            best, best_score = (d, plan, steady, lost), score
-    return best
+    effs: dict[tuple[str, str], Efficiency] = {}
+    started = []
+    for (dep, plan), base in zip(candidates(key), _candidate_models(key), strict=True):
+        group = (dep.compute_family, dep.framework)
+        if group not in effs:
+            effs[group] = efficiency_for(key.accelerator_id, dep.compute_family, dep.framework, calibration)
+        started.append(_fast_start(dep, plan, lens, base.with_efficiency(effs[group])))
+    cap = 1.0 if key.scenario == "offline" else SERVER_LOAD_CAP
+    ceilings = [_layout_score(cap * r.offline, 0.0, r.dep.layout.gpus) for r in started]
+    best: tuple[_Replica, float, float] | None = None
+    best_i, best_score = -1, 0.0
+    for i in sorted(range(len(started)), key=lambda j: -ceilings[j]):
+        if ceilings[i] < best_score:
+            continue
+        r = started[i]
+        steady, lost = _fast_finish(r, key, lens)
+        score = _layout_score(steady, lost, r.dep.layout.gpus)
+        if score > best_score or (score == best_score and i < best_i):
+            best, best_i, best_score = (r, steady, lost), i, score
+    if best is None:
+        return None
+    r, steady, lost = best
+    return r.model.deployment, r.plan, steady, lost
 
 
 def imbalance_lost_s(replicas: int, lens: Lengths, requests_per_replica: float, run_s: float) -> float:

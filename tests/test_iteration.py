@@ -178,3 +178,24 @@ def test_model_throughput_factor_takes_the_scenario_factor_plus_the_latest_round
     assert model_throughput_factor("gpt-oss-120b", factors, "offline") == pytest.approx(math.exp(-0.6))
     assert model_throughput_factor("llama2-70b", factors) == 1.0  # no factor: pure physics
     assert _dep("gpt-oss-120b", "b200", "fp4", 1).step_time_scale == 1.0  # deployments are the roofline model
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [Layout(tp=1), Layout(tp=8), Layout(tp=8, ep=8, attention="dp"), Layout(tp=4, ep=4, attention="tp"),
+     Layout(tp=4, pp=2)],
+)
+def test_with_efficiency_is_a_model_built_with_that_efficiency(layout):
+    """``with_efficiency`` keeps the geometry and re-derives the rates: every constant equals that of a
+    ``StepModel`` built from the deployment with the new efficiency, and so does every step time."""
+    dep = make_deployment("deepseek-r1", "b200", "fp4", layout)
+    eff = dep.efficiency.scaled(compute_frac=0.7, memory_frac=0.8, network_frac=0.6, step_overhead_s=1.3)
+    twin = StepModel(dep).with_efficiency(eff)
+    built = StepModel(dataclasses.replace(dep, efficiency=eff))
+    for name in StepModel.__slots__:
+        if name not in ("_deployment", "_base_deployment"):
+            assert getattr(twin, name) == getattr(built, name), name
+    assert twin.deployment == built.deployment
+    shape = BatchShape(prefill_tokens=512, prefill_pairs_full=3e5, decode_seqs=64, decode_ctx_full=64e3)
+    assert twin.time_of(shape) == built.time_of(shape)
+    assert twin.prefill_time_s(20000) == built.prefill_time_s(20000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,26 @@ def test_full_validation_rows_carry_the_fast_prediction_calibration_fits() -> No
     assert full["predicted_fast"] == pytest.approx(fast["predicted"], rel=1e-6)
     assert "predicted_fast" not in fast
     assert 0.75 < full["predicted"] / full["predicted_fast"] < 1.25
+
+
+@pytest.mark.parametrize(
+    "key",
+    [replay.PartKey("h200", "llama2-70b", "fp8", "trtllm", "offline", 8, 8, None, None),
+     replay.PartKey("b200", "deepseek-r1", "fp4", "trtllm", "server", 8, 8, 2.0, 0.08),
+     replay.PartKey("mi355x", "gpt-oss-120b", "fp4", "vllm", "interactive", 8, 8, 0.5, 0.01),
+     replay.PartKey("h100", "mixtral-8x7b", "fp8", "trtllm", "offline", 8, 8, None, None)],
+)
+def test_best_layout_skips_only_layouts_that_cannot_win(key: replay.PartKey) -> None:
+    """Pricing every layout with ``fast_replica`` and keeping the first of the highest score gives the
+    layout, rate and drain ``best_layout`` returns (it skips layouts whose ceiling is below the best)."""
+    lens = replay.lengths(key.model_id)
+    best, best_score = None, 0.0
+    for dep, plan in replay.candidates(key):
+        d = replace(dep, efficiency=replay.efficiency_for(key.accelerator_id, dep.compute_family,
+                                                          dep.framework, {}))
+        steady, lost = replay.fast_replica(d, plan, key, lens)
+        score = steady * replay.MLPERF_RUN_S / (replay.MLPERF_RUN_S + lost) / d.layout.gpus
+        if score > best_score:
+            best, best_score = (d, plan, steady, lost), score
+    assert best is not None
+    assert replay.best_layout(key, {}) == best
