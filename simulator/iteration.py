@@ -281,11 +281,9 @@ class StepModel:
         comm = 0.0
         if self._ar_count:
             comm = self._ar_count * (self._ar_bytes_per_token * tokens / self._allreduce_bw + self._latency_s)
-            if self._a2a_bytes_per_token:
-                comm += (
-                    self._a2a_bytes_per_token * tokens / self._a2a_bw
-                    + 2.0 * self._moe_layers * self._latency_s
-                )
+        if self._a2a_bytes_per_token:  # apart: an all-MoE model behind DP attention has no all-reduce
+            a2a_s = self._a2a_bytes_per_token * tokens / self._a2a_bw
+            comm += a2a_s + 2.0 * self._moe_layers * self._latency_s
         p2p = self._p2p_bytes_per_token * tokens / self._p2p_bw + self._latency_s if pp > 1 else 0.0
         return self._scale * pp * (dense + moe + attn + comm + p2p) + self._overhead_s
 

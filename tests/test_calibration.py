@@ -55,11 +55,19 @@ def test_fit_recovers_known_parameters_from_synthetic_rows() -> None:
     groups = doc["groups"]
     _assert_physical(groups)
     fitted = groups[group]["params"] if group in groups else groups["architecture:hopper"]["params"]
-    # the synthetic rows are reproduced, and the parameters that drive them are recovered
+    # the synthetic rows are reproduced, and the compute efficiency that drives them is recovered
     residuals = calibration.log_residuals(calibration.fit_rows(synthetic), groups)
     assert float(np.sqrt(np.mean(residuals ** 2))) < 0.05
     assert fitted["compute_frac"] == pytest.approx(truth["compute_frac"], rel=0.2)
-    assert fitted["memory_frac"] == pytest.approx(truth["memory_frac"], rel=0.3)
+    # memory efficiency and step overhead trade along a ridge (decode steps are memory time + overhead),
+    # so they are judged by what they predict: the same benchmarks at GPU counts other than the fitted ones
+    for row in {(r.benchmark, r.scenario): r for r in rows}.values():
+        for gpus in (2, 4, 8):
+            moved = replace(row, total_accelerators=gpus, accelerators_per_node=gpus, nodes=1)
+            spec = calibration.fit_rows([moved])[0][1]
+            true_value = replay.predict(spec, calibration=true_cal, mode="fast")["predicted"]
+            fitted_value = replay.predict(spec, calibration=groups, mode="fast")["predicted"]
+            assert abs(math.log(fitted_value / true_value)) < 0.05, (row.benchmark, row.scenario, gpus)
 
 
 def test_fitted_efficiencies_stay_physical_even_for_absurd_data() -> None:

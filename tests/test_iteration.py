@@ -102,18 +102,20 @@ def _step_with_network_frac(dep, frac: float, batch: int) -> float:
     return StepModel(dataclasses.replace(dep, efficiency=eff)).time_of(BatchShape(decode_seqs=batch))
 
 
-def test_expert_all_to_all_sends_only_a_gpus_own_tokens_under_attention_dp():
+@pytest.mark.parametrize("model", ["deepseek-r1", "gpt-oss-120b", "mixtral-8x7b"])
+def test_expert_all_to_all_sends_only_a_gpus_own_tokens_under_attention_dp(model: str):
     """EP8 behind attention-DP: each GPU dispatches its batch / 8 tokens to k experts, 7/8 of the copies
     leave the GPU, and gathers them back (bf16): per-GPU bytes = 2 k (7/8) hidden 2 B layers batch / 8.
-    Halving the all-to-all fabric efficiency adds exactly that time once. Behind TP attention every GPU
-    holds every token: no all-to-all (the experts' partial sums are all-reduced)."""
+    Halving the all-to-all fabric efficiency adds exactly that time once, whether or not the model has
+    dense layers (and so all-reduces) besides its MoE layers. Behind TP attention every GPU holds every
+    token: no all-to-all (the experts' partial sums are all-reduced)."""
     batch = 1024
-    dp = make_deployment("deepseek-r1", "b200", "fp4", Layout(tp=8, ep=8, attention="dp"))
+    dp = make_deployment(model, "b200", "fp4", Layout(tp=8, ep=8, attention="dp"))
     m = dp.model
     per_gpu_bytes = 2 * m.experts_per_token * (7 / 8) * m.hidden_size * 2 * m.num_moe_layers * batch / 8
     added_s = _step_with_network_frac(dp, 0.5, batch) - _step_with_network_frac(dp, 1.0, batch)
     assert added_s == pytest.approx(per_gpu_bytes / dp.accelerator.scaleup_bandwidth_bytes_per_s, rel=1e-9)
-    tp = make_deployment("deepseek-r1", "b200", "fp4", Layout(tp=8, ep=8, attention="tp"))
+    tp = make_deployment(model, "b200", "fp4", Layout(tp=8, ep=8, attention="tp"))
     assert _step_with_network_frac(tp, 0.5, batch) == pytest.approx(_step_with_network_frac(tp, 1.0, batch))
 
 
