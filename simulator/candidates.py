@@ -310,7 +310,9 @@ class SimulationEvaluator:
     One-replica runs use ``latency_hint_s`` (an upper bound, see ``Bounds.mean_e2e_hi_s``); fleet runs
     use ``fleet_latency_s`` = (mean, p99) when set (the planner passes those measured at the highest rate
     one replica passed: the fleet runs each replica near that rate), and their warm-up also covers the
-    p99 latency (long requests fill the replicas last).
+    p99 latency (long requests fill the replicas last). Arrivals go on after the window for as long as the
+    warm-up (``simulation.run``'s cool-down), so the window's last requests finish under load rather than
+    in a drain with a shrinking batch, which would flatter their TPOT.
     These latency multiples do not shrink with the scenario's ``fidelity`` (which scales the minimums):
     shorter runs would make the saturation test fire on replicas still filling up. Near capacity the
     replicas converge slowly, and a backlog still creeping up can read as saturation: a saturated
@@ -375,7 +377,7 @@ class SimulationEvaluator:
         simulated_rate_per_s = rate_per_s / self.throughput_factor
         return run(self.deployment, self._spec.at_rate(simulated_rate_per_s), num_replicas=num_replicas,
                    duration_s=duration_s, warmup_s=warmup_s, router=self._router, seed=self._seed,
-                   slo=self._slo)
+                   slo=self._slo, cooldown_s=warmup_s)
 
     def evaluate(self, num_replicas: int, rate_per_s: float) -> LoadVerdict:
         started = time.perf_counter()

@@ -8,7 +8,9 @@ up front and each replica pulls its arrivals at step boundaries, with identical 
 simpy event per request fewer.
 
 The run ends when every request has finished, or at ``last arrival + drain_limit_s`` (requests then
-still in flight stay unfinished: the metrics flag such a run as saturated).
+still in flight stay unfinished: the metrics flag such a run as saturated). When arrivals go on past the
+measurement window (a cool-down, see ``simulation.run``), it ends as soon as every request arriving in
+the window has finished, and at the latest ``drain_limit_s`` after the window.
 """
 
 from __future__ import annotations
@@ -138,6 +140,22 @@ def _router_process(
         replicas[router.choose(view)].push(rid)
 
 
+class _WindowDone:
+    """Whether every request arriving before ``end_at_s`` (s) (the first ``count`` ids) has finished."""
+
+    def __init__(self, table: RequestTable, count: int, end_at_s: float) -> None:
+        self._finish_at_s, self._count, self._end_at_s = table.finish_at_s, count, end_at_s
+        self._next = 0  # every id below it has finished
+
+    def __call__(self, now_s: float) -> bool:
+        if now_s < self._end_at_s:
+            return False
+        finish = self._finish_at_s
+        while self._next < self._count and finish[self._next] == finish[self._next]:  # not NaN
+            self._next += 1
+        return self._next >= self._count
+
+
 def _monitor(
     env: simpy.Environment,
     replicas: list[Replica],
@@ -147,6 +165,7 @@ def _monitor(
     samples: list[tuple[float, int, float, float]],
     stop: simpy.Event,
     router_proc: simpy.Process | None = None,
+    window_done: _WindowDone | None = None,
 ) -> Generator[Any, Any, None]:
     engines = [r.engine for r in replicas]
     while True:
@@ -157,7 +176,8 @@ def _monitor(
         idle = env.now >= last_arrival_at_s and all(e.outstanding == 0 and not e.has_work for e in engines)
         pending = any(r._next < len(r.pending_ids) for r in replicas)
         pending = pending or (router_proc is not None and router_proc.is_alive)
-        if (idle and not pending) or env.now >= limit_at_s:
+        window_over = window_done is not None and window_done(env.now)
+        if (idle and not pending) or env.now >= limit_at_s or window_over:
             stop.succeed()
             return
         yield env.timeout(min(interval_s, max(limit_at_s - env.now, 0.0)) or interval_s)
@@ -189,6 +209,7 @@ def simulate(
     router_obj = make_router(router, len(replicas), rng_router)
     arrivals = table.arrival_at_s
     last_at_s = arrivals[-1] if arrivals else 0.0
+    cooldown = duration_s is not None and not offline and last_at_s > duration_s  # arrivals after the window
     duration_s = duration_s if duration_s is not None else last_at_s
     router_proc = None
     if router in STATE_BLIND_ROUTERS:
@@ -196,11 +217,12 @@ def simulate(
     else:
         router_proc = env.process(_router_process(env, replicas, router_obj, arrivals))
     drain = drain_limit_s if drain_limit_s is not None else max(60.0, duration_s)
-    limit = last_at_s + drain if not offline else math.inf
+    limit = min(last_at_s, duration_s) + drain if not offline else math.inf
     interval = max(duration_s, 1.0) / _NUM_MONITOR_SAMPLES
     samples: list[tuple[float, int, float, float]] = []
     stop = env.event()
-    env.process(_monitor(env, replicas, interval, last_at_s, limit, samples, stop, router_proc))
+    window = _WindowDone(table, bisect.bisect_left(arrivals, duration_s), duration_s) if cooldown else None
+    env.process(_monitor(env, replicas, interval, last_at_s, limit, samples, stop, router_proc, window))
     env.run(until=stop)
     return _result(table, replicas, env.now, duration_s, warmup_s, offline, samples)
 

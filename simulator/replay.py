@@ -70,6 +70,7 @@ OFFLINE_MIN_SAMPLES = {"llama2-70b": 24576, "llama3.1-405b": 8313, "llama3.1-8b"
                        "mixtral-8x7b": 15000, "deepseek-r1": 4388, "gpt-oss-120b": 6396}
 OFFLINE_MAX_REQUESTS = 6000
 SERVER_TARGET_REQUESTS = 3000
+SERVER_COOLDOWN = True
 SERVER_MIN_RUN_S = 120.0    # a Server replay lasts at least this long after warm-up (p99 and saturation)
 SEARCH_STEPS = 6            # bisection steps of the rate search (about 1% resolution)
 _LENGTH_SAMPLES = 20000
@@ -582,8 +583,11 @@ def _server_run(dep: Deployment, key: PartKey, lens: Lengths, rate_per_s: float,
                    lens.p99_output * step_s)
     duration_s = warmup_s + max(requests / rate_per_s, SERVER_MIN_RUN_S)
     slo = Slo(ttft_p99_s=key.ttft_limit_s or math.inf, tpot_p99_s=key.tpot_limit_s or math.inf)
+    # arrivals go on after the window for as long as the warm-up (the life of a p99-long request), so the
+    # window's last requests finish under load, as in a run long enough that its end does not matter
     out = run(dep, Workload(arrivals=PoissonArrivals(rate_per_s=rate_per_s), benchmark=dep.model.id),
-              duration_s=duration_s, seed=seed, slo=slo, warmup_s=warmup_s)
+              duration_s=duration_s, seed=seed, slo=slo, warmup_s=warmup_s,
+              cooldown_s=warmup_s if SERVER_COOLDOWN else 0.0)
     s = out.summary
     return {"ok": bool(s.slo_met), "ttft_p99_s": s.ttft_s.p99.value, "tpot_p99_s": s.tpot_s.p99.value,
             "duration_s": duration_s}

@@ -3,7 +3,10 @@
 Seeding: one ``seed`` spawns independent generators (``numpy.random.SeedSequence.spawn``) for arrivals,
 token lengths and the router, so changing one component's draws never reshuffles another's.
 Warm-up: latency statistics exclude requests arriving in the first ``warmup_s`` (default: 20% of the
-run, at most 30 s); offline runs have none.
+run, at most 30 s); offline runs have none. Cool-down: with ``cooldown_s`` > 0 arrivals go on for that
+long after the measurement window ends, so the window's last requests finish under the same load as the
+others instead of in a drain with a shrinking batch (which would flatter their TPOT); the run stops as soon
+as every request of the window has finished.
 """
 
 from __future__ import annotations
@@ -49,19 +52,25 @@ def run(
     slo: Slo | None = None,
     warmup_s: float | None = None,
     drain_limit_s: float | None = None,
+    cooldown_s: float = 0.0,
 ) -> Outcome:
-    """Generate the workload's requests for ``duration_s`` and simulate the fleet serving them."""
+    """Generate the workload's requests for ``duration_s`` (+ ``cooldown_s`` of unmeasured arrivals) and
+    simulate the fleet serving them; the measurement window is [warm-up, ``duration_s``]."""
     if duration_s <= 0:
         raise InputError(f"duration must be > 0 s, got {duration_s}")
+    if cooldown_s < 0:
+        raise InputError(f"cool-down must be >= 0 s, got {cooldown_s}")
     if num_replicas < 1:
         raise InputError(f"replicas must be >= 1, got {num_replicas}")
     arrivals_seq, lengths_seq, router_seq = np.random.SeedSequence(seed).spawn(3)
+    offline = isinstance(workload.arrivals, OfflineArrivals)
     requests = workload.generate(
-        duration_s, np.random.default_rng(arrivals_seq), np.random.default_rng(lengths_seq)
+        duration_s + (0.0 if offline else cooldown_s),
+        np.random.default_rng(arrivals_seq),
+        np.random.default_rng(lengths_seq),
     )
     if len(requests) == 0:
         raise InputError(f"no request arrives within {duration_s} s; raise the rate or the duration")
-    offline = isinstance(workload.arrivals, OfflineArrivals)
     warm = 0.0 if offline else (default_warmup_s(duration_s) if warmup_s is None else warmup_s)
     result = simulate(
         fleet,

@@ -38,7 +38,8 @@ def check_run(result: RunResult, *, drained: bool = True) -> None:
     single = done & (r.output_tokens == 1)
     assert np.all(r.finish_at_s[single] == r.first_token_at_s[single])
     assert np.all(r.preemptions >= 0)
-    assert np.all((r.replica >= 0) & (r.replica < result.num_replicas))
+    arrived = r.arrival_at_s <= result.end_at_s  # a run with a cool-down stops before its last arrivals
+    assert np.all((r.replica[arrived] >= 0) & (r.replica[arrived] < result.num_replicas))
     assert result.end_at_s >= np.nanmax(r.finish_at_s, initial=0.0)
 
 
@@ -216,3 +217,51 @@ def test_real_fleet_flags_saturation_at_twice_its_offline_capacity(llama8b):
         check_run(result, drained=not expect)
         summary = result.summary()
         assert summary.saturated is expect, (load, summary.saturation_reason)
+
+
+# ----------------------------------------------------------------------------------------------
+# Cool-down: arrivals after the measurement window
+# ----------------------------------------------------------------------------------------------
+
+
+def _window_and_cooldown(rate_per_s: float, window_end_s: float, cooldown_s: float) -> tuple[RequestSet, int]:
+    """Requests over window + cool-down, and how many arrive in the window."""
+    requests = _requests(rate_per_s, window_end_s + cooldown_s, seed=5)
+    return requests, int(np.searchsorted(requests.arrival_at_s, window_end_s))
+
+
+def _tpot_s(records, n: int) -> np.ndarray:
+    decode_s = records.finish_at_s[:n] - records.first_token_at_s[:n]
+    return decode_s / np.maximum(records.output_tokens[:n] - 1, 1)
+
+
+def test_cooldown_keeps_the_load_on_until_the_window_has_finished_then_stops(llama8b):
+    """Every request of the window finishes while requests still arrive; the run then stops within one
+    monitor interval (window / 200) without draining the cool-down's own requests."""
+    window_end_s = 20.0
+    requests, n = _window_and_cooldown(80.0, window_end_s, cooldown_s=40.0)
+    result = simulate(llama8b, requests, num_replicas=2, duration_s=window_end_s, warmup_s=4.0)
+    check_run(result, drained=False)
+    finish = result.records.finish_at_s
+    assert not np.isnan(finish[:n]).any()
+    last_window_finish_s = float(finish[:n].max())
+    assert last_window_finish_s < requests.arrival_at_s[-1]
+    assert result.end_at_s <= last_window_finish_s + window_end_s / 200 + 1e-9
+    assert np.isnan(finish[n:]).any()
+
+
+@pytest.mark.parametrize(("rate_per_s", "least_rise"), [(80.0, 1.05), (120.0, 1.2)])
+def test_cooldown_only_slows_the_window_and_most_its_last_requests(llama8b, rate_per_s, least_rise):
+    """Same window arrivals with and without a cool-down: extra later arrivals can only lengthen steps,
+    so no window request's TPOT drops (pathwise), and the last tenth of the window, which without a
+    cool-down decodes in the drain with a shrinking batch, slows by more than ``least_rise``."""
+    window_end_s = 20.0
+    requests, n = _window_and_cooldown(rate_per_s, window_end_s, cooldown_s=10.0)
+    window_only = RequestSet(requests.arrival_at_s[:n], requests.input_tokens[:n], requests.output_tokens[:n])
+    with_cd = simulate(llama8b, requests, num_replicas=2, duration_s=window_end_s, warmup_s=4.0)
+    drained = simulate(llama8b, window_only, num_replicas=2, duration_s=window_end_s, warmup_s=4.0)
+    multi = requests.output_tokens[:n] > 1
+    loaded, drain = _tpot_s(with_cd.records, n)[multi], _tpot_s(drained.records, n)[multi]
+    assert np.all(loaded >= drain * (1 - 1e-12))
+    tail = len(loaded) // 10
+    assert loaded[-tail:].mean() > least_rise * drain[-tail:].mean()
