@@ -226,6 +226,8 @@ def test_shipped_server_scenario_is_stable_across_seeds(capsys):
         ("size", "llama2-70b-1m-mi355x-interactive", ["layouts.tp=[8]"]),
         ("size", "gpt-oss-120b-1m-mi355x", ["layouts.tp=[2]", "simulation.verify=none"]),
         ("size", "llama2-70b-cost-power", ["layouts.tp=[8]", "simulation.verify=none"]),
+        ("size", "deepseek-r1-1m-b200", ["layouts.ep=[1]", "layouts.attention=[dp]",
+                                         "simulation.verify=none"]),
         ("compare", "compare-generations-llama2-70b", ["layouts.tp=[8]", "hardware=mi325x,mi355x"]),
     ],
 )

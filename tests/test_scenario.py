@@ -29,6 +29,7 @@ SHIPPED = (
     "gpt-oss-120b-1m-mi355x",
     "compare-generations-llama2-70b",
     "llama2-70b-cost-power",
+    "deepseek-r1-1m-b200",
 )
 SERVER = "llama2-70b-1m-mi355x-server"
 
