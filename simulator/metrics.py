@@ -107,6 +107,12 @@ class RequestRecords:
     def __len__(self) -> int:
         return len(self.arrival_at_s)
 
+    def tpot_s(self) -> np.ndarray:
+        """Per-request TPOT (s): (E2E - TTFT) / (output tokens - 1), NaN while unfinished; a one-token
+        request gets 0 (its TPOT is undefined: callers exclude it)."""
+        out = np.asarray(self.output_tokens, dtype=np.float64)
+        return (self.finish_at_s - self.first_token_at_s) / np.maximum(out - 1.0, 1.0)
+
 
 @dataclass(frozen=True)
 class Slo:
@@ -399,7 +405,8 @@ def summarize(
     e2e_mask = measured & done & ~np.isnan(first)
     e2e = (finish - arrival)[e2e_mask]
     multi = e2e_mask & (out_tokens > 1)
-    tpot = ((finish - first) / np.maximum(out_tokens - 1.0, 1.0))[multi]
+    tpot_all = records.tpot_s()
+    tpot = tpot_all[multi]
     samples = {"ttft": ttft, "tpot": tpot, "e2e": e2e}
     if records.scheduled_at_s is not None:
         scheduled = records.scheduled_at_s
@@ -417,7 +424,7 @@ def summarize(
     num_measured = int(measured.sum())
     goodput, attainment, slo_met = math.nan, math.nan, None
     if slo is not None:
-        ttft_all, tpot_all = first - arrival, (finish - first) / np.maximum(out_tokens - 1.0, 1.0)
+        ttft_all = first - arrival
         good = e2e_mask & (ttft_all <= slo.ttft_p99_s) & ((out_tokens <= 1) | (tpot_all <= slo.tpot_p99_s))
         goodput = float(good.sum()) / width_s
         attainment = float(good.sum()) / num_measured if num_measured else math.nan

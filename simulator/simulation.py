@@ -65,7 +65,7 @@ def run(
     arrivals_seq, lengths_seq, router_seq = np.random.SeedSequence(seed).spawn(3)
     offline = isinstance(workload.arrivals, OfflineArrivals)
     requests = workload.generate(
-        duration_s + (0.0 if offline else cooldown_s),
+        duration_s + cooldown_s,  # offline: every request at t = 0 whatever the duration
         np.random.default_rng(arrivals_seq),
         np.random.default_rng(lengths_seq),
     )

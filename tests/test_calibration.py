@@ -64,7 +64,7 @@ def test_fit_recovers_known_parameters_from_synthetic_rows() -> None:
     for row in {(r.benchmark, r.scenario): r for r in rows}.values():
         for gpus in (2, 4, 8):
             moved = replace(row, total_accelerators=gpus, accelerators_per_node=gpus, nodes=1)
-            spec = calibration.fit_rows([moved])[0][1]
+            spec = mlperf.replay_spec(moved)
             true_value = replay.predict(spec, calibration=true_cal, mode="fast")["predicted"]
             fitted_value = replay.predict(spec, calibration=groups, mode="fast")["predicted"]
             assert abs(math.log(fitted_value / true_value)) < 0.05, (row.benchmark, row.scenario, gpus)

@@ -230,11 +230,6 @@ def _window_and_cooldown(rate_per_s: float, window_end_s: float, cooldown_s: flo
     return requests, int(np.searchsorted(requests.arrival_at_s, window_end_s))
 
 
-def _tpot_s(records, n: int) -> np.ndarray:
-    decode_s = records.finish_at_s[:n] - records.first_token_at_s[:n]
-    return decode_s / np.maximum(records.output_tokens[:n] - 1, 1)
-
-
 def test_cooldown_keeps_the_load_on_until_the_window_has_finished_then_stops(llama8b):
     """Every request of the window finishes while requests still arrive; the run then stops within one
     monitor interval (window / 200) without draining the cool-down's own requests."""
@@ -261,7 +256,7 @@ def test_cooldown_only_slows_the_window_and_most_its_last_requests(llama8b, rate
     with_cd = simulate(llama8b, requests, num_replicas=2, duration_s=window_end_s, warmup_s=4.0)
     drained = simulate(llama8b, window_only, num_replicas=2, duration_s=window_end_s, warmup_s=4.0)
     multi = requests.output_tokens[:n] > 1
-    loaded, drain = _tpot_s(with_cd.records, n)[multi], _tpot_s(drained.records, n)[multi]
+    loaded, drain = with_cd.records.tpot_s()[:n][multi], drained.records.tpot_s()[:n][multi]
     assert np.all(loaded >= drain * (1 - 1e-12))
     tail = len(loaded) // 10
     assert loaded[-tail:].mean() > least_rise * drain[-tail:].mean()
