@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from simulator.candidates import (
+    MAX_FLEET_REPLICA_STEPS,
     Bounds,
     Candidate,
     Rack,
@@ -99,6 +100,7 @@ class Found:
 
 
 Message = Callable[[str], None]
+TOO_LARGE = "too large to simulate"  # in the note of a row whose fleet was not simulated for its size
 
 
 def _ms(value_s: float) -> str:
@@ -342,6 +344,23 @@ def _prefetch(sc: Scenario, found: Found, counts: list[int], cache: CachedEvalua
         message(f"fleets of {start - 1:,} and {start:,} in parallel ({time.perf_counter() - started:.1f} s)")
 
 
+def _too_big_to_verify(sc: Scenario, found: Found, evaluator: Evaluator) -> str | None:
+    """Why the fleet of the estimate is too large to simulate (``MAX_FLEET_REPLICA_STEPS``), or None.
+    Such a fleet keeps the one-replica estimate, which Poisson splitting makes exact for a random router
+    and an upper bound for state-aware ones."""
+    steps_per_replica_s = found.verdict.extra.get("steps_per_replica_s")
+    if not isinstance(evaluator, SimulationEvaluator) or steps_per_replica_s is None:
+        return None
+    steps = evaluator.fleet_replica_steps(found.estimate, steps_per_replica_s)
+    if steps <= MAX_FLEET_REPLICA_STEPS:
+        return None
+    return (
+        f"estimate, not verified: a fleet of {found.estimate:,} replicas is {TOO_LARGE} ({steps:.2g} "
+        f"replica-steps, limit {MAX_FLEET_REPLICA_STEPS:.0e}); Poisson splitting makes the estimate exact "
+        f"for random routing, and {sc.simulation.router} does at least as well"
+    )
+
+
 def finish_one(
     sc: Scenario,
     found: Found,
@@ -359,6 +378,8 @@ def finish_one(
     target = sc.target_rate_per_s()
     dep = deployment_of(sc, found)
     inner = _evaluator(sc, hooks, dep, found.bounds, _fleet_latency(found))
+    too_big = _too_big_to_verify(sc, found, inner) if verify else None
+    verify = verify and too_big is None
     counting = _Counting(inner, message)
     evaluator = CachedEvaluator(counting)
     common = {
@@ -421,7 +442,9 @@ def finish_one(
     curve = _curve(found, evaluator, hooks.curve_fractions)
     result = _result(sc, found.candidate, found.rack, outcome, dep=dep, bounds=found.bounds, curve=curve)
     result.row["verified"] = verify
-    if not verify and sc.simulation.verify == "none":
+    if too_big is not None:
+        result.row["note"] = too_big
+    elif not verify and sc.simulation.verify == "none":
         result.row["note"] = "estimate, not verified by a fleet simulation (simulation.verify: none)"
     return result
 
@@ -460,6 +483,7 @@ def _result(
         "pp": lay.pp,
         "ep": lay.ep,
         "attention": lay.attention,
+        "speculative": lay.speculative,
         "framework": dep.framework if dep else None,
         "gpus_per_replica": lay.gpus,
         "feasible": outcome.feasible,

@@ -29,7 +29,7 @@ from simulator.errors import InputError
 from simulator.hardware import Accelerator, load_accelerator
 from simulator.iteration import BatchShape, StepModel, prefill_pairs
 from simulator.metrics import Slo
-from simulator.models import load_model
+from simulator.models import list_models, load_model
 from simulator.packaging import Packaging, package
 from simulator.scenario import FORMATS_AUTO, Scenario, WorkloadSpec
 from simulator.simulation import run
@@ -42,12 +42,16 @@ TPOT_GUESS_MARGIN_FRAC = 0.8  # the rate guess keeps the decode step under 80% o
 RATE_HI_FACTOR = 4.0  # search upper bound = this x the optimistic capacity
 MIN_RATE_DIVISOR = 8.0  # the feasibility probe runs one replica at guess / 8
 MIN_PROBE_REQUESTS = 500  # ... with at least this many arrivals in its measurement window
+MIN_WINDOW_REQUESTS = 200  # a one-replica run's window lasts long enough for this many expected arrivals
 DEFAULT_WARMUP_FRAC = 0.2  # warm-up share of the minimum run length
 WARMUP_LATENCIES = 3.0  # warm-up >= this many mean request latencies (replicas fill up)
 WINDOW_LATENCIES = 4.0  # measurement window >= this many mean request latencies
 FLEET_LENGTH_FACTOR = 2.0  # fleet runs: warm-up and window this many times the one-replica multiples
 BORDERLINE_RISE_FRAC = 0.1  # a saturated verdict whose backlog grew by less than this is re-run longer
 EXTEND_FACTOR = 2.0  # ... with warm-up and window this many times longer
+# Fleets whose run would take more replica-steps than this keep the one-replica estimate: ~3.5 min of
+# wall time at the DES benchmark's ~7 us per replica-step (benchmarks/des_speed.py)
+MAX_FLEET_REPLICA_STEPS = 30_000_000
 
 
 @dataclass(frozen=True)
@@ -79,14 +83,20 @@ def enumerate_candidates(scenario: Scenario) -> list[Candidate]:
     layouts (tp beyond the scale-up domain, ...) stay and become infeasible rows with the reason.
     Raises ``InputError`` when nothing is left.
     """
-    moe = load_model(scenario.model).num_experts > 0
+    model = load_model(scenario.model)
+    moe = model.num_experts > 0
     spec = scenario.layouts
+    drafts = [sd for sd in spec.speculative if model.speculative is not None or not sd]
+    if not drafts:
+        able = [m.id for m in list_models() if m.speculative is not None]
+        raise InputError(f"layouts.speculative: {model.id} has no speculative decoding (no 'speculative' "
+                         f"block in its model file); models with one: {', '.join(able) or 'none'}")
     out: list[Candidate] = []
     for hw in scenario.hardware:
         acc = accelerator_for(scenario, hw)
         rack = rack_for(scenario, acc)
         formats = [auto_precision(acc)] if scenario.formats == FORMATS_AUTO else scenario.formats
-        for fmt, tp, pp, ep, attn in product(formats, spec.tp, spec.pp, spec.ep, spec.attention):
+        for fmt, tp, pp, ep, attn, sd in product(formats, spec.tp, spec.pp, spec.ep, spec.attention, drafts):
             if ep > tp * pp or (ep > 1 and not moe) or (attn == "dp" and tp == 1 and "tp" in spec.attention):
                 continue  # (attention-DP over one GPU is attention-TP over one GPU: searched once)
             per_replica = tp * pp
@@ -95,7 +105,7 @@ def enumerate_candidates(scenario: Scenario) -> list[Candidate]:
                 and rack.gpus_per_node // per_replica in spec.replicas_per_node
             ):
                 continue
-            out.append(Candidate(hw, fmt, Layout(tp=tp, pp=pp, ep=ep, attention=attn)))
+            out.append(Candidate(hw, fmt, Layout(tp=tp, pp=pp, ep=ep, attention=attn, speculative=sd)))
     if not out:
         raise InputError(
             f"no layout to search: layouts (tp {spec.tp}, pp {spec.pp}, ep {spec.ep}, replicas_per_node "
@@ -379,9 +389,26 @@ class SimulationEvaluator:
                    duration_s=duration_s, warmup_s=warmup_s, router=self._router, seed=self._seed,
                    slo=self._slo, cooldown_s=warmup_s)
 
+    def fleet_replica_steps(self, num_replicas: int, steps_per_replica_s: float) -> float:
+        """Replica-steps a run of ``num_replicas`` would simulate (warm-up, window and cool-down), each
+        replica stepping ``steps_per_replica_s`` times per simulated second (as one replica did alone at
+        about the same per-replica load): the cost of the run, independent of the machine."""
+        duration_s, warmup_s = self.timing(num_replicas)
+        return num_replicas * (duration_s + warmup_s) * steps_per_replica_s
+
+    def _stretched(self, num_replicas: int, rate_per_s: float) -> tuple[float, float]:
+        """``timing`` with a one-replica window long enough for ``MIN_WINDOW_REQUESTS`` expected arrivals
+        (at the light loads that probe feasibility a latency-based window may expect only one or two,
+        and a p99 needs a sample; a run with no arrival at all cannot be judged)."""
+        duration_s, warmup_s = self.timing(num_replicas)
+        if num_replicas == 1:
+            simulated_rate_per_s = rate_per_s / self.throughput_factor
+            duration_s = max(duration_s, warmup_s + MIN_WINDOW_REQUESTS / simulated_rate_per_s)
+        return duration_s, warmup_s
+
     def evaluate(self, num_replicas: int, rate_per_s: float) -> LoadVerdict:
         started = time.perf_counter()
-        duration_s, warmup_s = self.timing(num_replicas)
+        duration_s, warmup_s = self._stretched(num_replicas, rate_per_s)
         outcome = self._run(num_replicas, rate_per_s, duration_s, warmup_s)
         borderline = 0.0 < backlog_rise_frac(outcome.run) < BORDERLINE_RISE_FRAC
         if num_replicas == 1 and outcome.summary.saturated and borderline:
@@ -413,6 +440,7 @@ class SimulationEvaluator:
                 "kv_occupancy_mean_frac": s.kv_occupancy_mean_frac,
                 "preemptions": s.preemptions,
                 "simulated_s": duration_s,
+                "steps_per_replica_s": result.steps / (result.num_replicas * result.end_at_s),
             },
         )
 

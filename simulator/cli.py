@@ -606,6 +606,14 @@ def _notes(rows: list[dict[str, Any]], scenario: Any, verified: str = "competiti
             "note: 'estimate' rows are sized from one replica's highest passing rate (Poisson splitting, no "
             f"fleet run); {which}"
         )
+    from simulator.candidate_search import TOO_LARGE
+
+    large = [
+        f"{r['hardware']} {r['precision']} {r['layout']}"
+        for r in rows if TOO_LARGE in r.get("note", "")
+    ]
+    if large:
+        typer.echo(f"note: {', '.join(large)}: fleet {TOO_LARGE} in reasonable time, the estimate stands")
 
 
 @app.command()

@@ -45,6 +45,7 @@ class Layout:
     pp: int = 1
     ep: int = 1
     attention: str = "tp"
+    speculative: bool = False  # speculative decoding with the model's draft (``ModelSpec.speculative``)
 
     @property
     def schedulers(self) -> int:
@@ -66,6 +67,8 @@ class Layout:
             parts.append(f"EP{self.ep}")
         if self.attention == "dp":
             parts.append("attn-DP")
+        if self.speculative:
+            parts.append("spec")
         return " ".join(parts)
 
 
@@ -112,6 +115,14 @@ def _validate_layout(model: ModelSpec, acc: Accelerator, layout: Layout) -> None
         raise InputError(f"ep={layout.ep} needs a mixture-of-experts model; {model.id} is dense (use ep=1)")
     if layout.ep > layout.gpus:
         raise InputError(f"ep={layout.ep} exceeds the replica's tp*pp={layout.gpus} GPUs")
+    if layout.speculative and model.speculative is None:
+        from simulator.models import list_models
+
+        able = [m.id for m in list_models() if m.speculative is not None]
+        raise InputError(
+            f"{model.id} has no speculative decoding (no 'speculative' block in its model file); "
+            f"models with one: {', '.join(able) or 'none'}"
+        )
 
 
 def make_deployment(
@@ -206,7 +217,37 @@ def weights_bytes_per_gpu(dep: Deployment) -> float:
     return (
         embed + m.attention_params * other_bytes * attention_share
         + (other_dense * other_bytes + routed * w_bytes) / lay.gpus
+        + draft_bytes_per_gpu(dep)
     )
+
+
+def draft_bytes_per_gpu(dep: Deployment) -> float:
+    """Weight bytes of the speculative draft on one GPU (split over the replica's GPUs; 0 without)."""
+    spec = dep.model.speculative
+    if not dep.layout.speculative or spec is None:
+        return 0.0
+    return spec.draft_params * FORMATS[spec.draft_weights_format].bytes_per_element / dep.layout.gpus
+
+
+def tokens_per_step(dep: Deployment) -> float:
+    """Tokens a decoding sequence emits per engine step: the draft's mean acceptance length with
+    speculative decoding, else 1."""
+    spec = dep.model.speculative
+    return spec.acceptance_length_tokens if dep.layout.speculative and spec is not None else 1.0
+
+
+def prefill_budget_tokens(dep: Deployment, decode_seqs: float) -> float:
+    """Prompt tokens one engine step can prefill beside ``decode_seqs`` decoding sequences: the step's
+    token budget less their query tokens, per emitted token with speculative decoding (an engine step is
+    1 / ``tokens_per_step`` of a real one, see ``StepModel.step_time_s``)."""
+    return (dep.max_batched_tokens - decode_seqs * query_tokens_per_seq(dep)) / tokens_per_step(dep)
+
+
+def query_tokens_per_seq(dep: Deployment) -> int:
+    """Tokens a decoding sequence feeds the model per step: its drafts plus one with speculative
+    decoding, else 1."""
+    spec = dep.model.speculative
+    return spec.draft_tokens + 1 if dep.layout.speculative and spec is not None else 1
 
 
 def kv_bytes_per_token_per_gpu(dep: Deployment) -> float:

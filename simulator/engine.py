@@ -18,8 +18,11 @@ the number of tokens it prefilled and ``join_step`` the step that completed its 
 
 Room for what comes next: a prefill-only replica hands sequences off at ``_complete_prefill``
 instead of joining them to the decode set; a decode-only replica admits sequences with their KV
-already present; speculative decoding advances ``tokens_per_step`` > 1 per decode step (the
-calendars are in steps, so only the token arithmetic changes); prefix-cache hits reduce ``target``.
+already present; prefix-cache hits reduce ``target``.
+
+Speculative decoding keeps every calendar as it is: the step model prices a step per emitted token
+(1 / ``tokens_per_step`` of a real verification step, see ``StepModel.step_time_s``), so one engine
+step still advances each decoding sequence by one token; only a step's prefill budget shrinks.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from simulator.deployment import prefill_budget_tokens
 from simulator.iteration import StepModel, prefill_pairs
 from simulator.kv_cache import KVCache
 
@@ -78,6 +82,7 @@ class ReplicaEngine:
         self.table = table
         self.max_num_seqs = max_num_seqs
         self.max_batched_tokens = max_batched_tokens
+        self.speculative = dep.layout.speculative  # the step's prefill budget: ``prefill_budget_tokens``
         self.window = dep.model.sliding_window_tokens or 0
         ratio = dep.model.kv_elements_per_token_sliding / dep.model.kv_elements_per_token_full
         self.sliding_extra_blocks = kv.blocks_for(self.window) if self.window and ratio else 0
@@ -137,6 +142,8 @@ class ReplicaEngine:
         if self.n_dec:
             self._grow(s)
         budget = self.max_batched_tokens - self.n_dec
+        if self.speculative:
+            budget = int(prefill_budget_tokens(self.step_model.deployment, self.n_dec))
         chunks = self._chunks = []
         tokens = pairs_full = pairs_slide = 0.0
         for entry in self.prefill:

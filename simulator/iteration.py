@@ -37,7 +37,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from simulator.deployment import Deployment, kv_bytes_per_token_per_gpu, non_expert_precision
+from simulator.deployment import (
+    Deployment,
+    kv_bytes_per_token_per_gpu,
+    non_expert_precision,
+    query_tokens_per_seq,
+    tokens_per_step,
+)
 from simulator.efficiency import Efficiency
 from simulator.formats import FORMATS, Precision, gemm_compute_family
 from simulator.hardware import Accelerator
@@ -96,6 +102,8 @@ class StepModel:
         "_dense_mem_s",
         "_dense_peak",
         "_deployment",
+        "_draft_bytes",
+        "_draft_flops_per_token",
         "_efficiency",
         "_expert_bytes",
         "_expert_miss",
@@ -112,7 +120,9 @@ class StepModel:
         "_p2p_link_bw",
         "_peak",
         "_pp",
+        "_q",
         "_scale",
+        "_tau",
         "_tp",
     )
 
@@ -131,6 +141,7 @@ class StepModel:
         self._init_weights(dep)
         self._init_attention(dep)
         self._init_comm(dep)
+        self._init_speculative(dep)
         self._scale = dep.step_time_scale
         self._set_rates(dep.efficiency)
 
@@ -162,6 +173,8 @@ class StepModel:
         twin._ar_bytes_per_token = self._ar_bytes_per_token
         twin._a2a_bytes_per_token = self._a2a_bytes_per_token
         twin._p2p_bytes_per_token, twin._p2p_link_bw = self._p2p_bytes_per_token, self._p2p_link_bw
+        twin._tau, twin._q = self._tau, self._q
+        twin._draft_bytes, twin._draft_flops_per_token = self._draft_bytes, self._draft_flops_per_token
         twin._deployment = self._deployment if eff is self._efficiency else None
         twin._set_rates(eff)
         return twin
@@ -239,6 +252,38 @@ class StepModel:
             acc.scaleout_bandwidth_bytes_per_s if crosses_nodes else acc.scaleup_bandwidth_bytes_per_s
         )
 
+    def _init_speculative(self, dep: Deployment) -> None:
+        """Speculative decoding (``Layout.speculative``): tokens emitted per step, tokens verified per
+        sequence, and the draft's bytes and FLOPs per forward on one GPU (weights split like the model's)."""
+        self._tau, self._q = tokens_per_step(dep), query_tokens_per_seq(dep)
+        spec = dep.model.speculative
+        self._draft_bytes = self._draft_flops_per_token = 0.0
+        if self._q > 1 and spec is not None:
+            gpus = dep.layout.gpus
+            self._draft_bytes = (
+                spec.draft_active_params * FORMATS[spec.draft_weights_format].bytes_per_element / gpus
+            )
+            self._draft_flops_per_token = 2.0 * spec.draft_active_params / gpus
+
+    def _speculative_step_s(
+        self, prefill_tokens: float, pairs_full: float, pairs_sliding: float, decode_seqs: float,
+        ctx_full: float, ctx_sliding: float,
+    ) -> float:
+        """A speculative step in per-token units (see ``step_time_s``): the real step -- the draft's
+        ``_q - 1`` forwards, then one verification pass over ``_q`` query tokens per decoding sequence and
+        ``_tau`` times the prefill -- divided by the ``_tau`` tokens it emits per sequence."""
+        tau = self._tau
+        verify = self.step_time_s(
+            tau * prefill_tokens, tau * pairs_full, tau * pairs_sliding, decode_seqs, ctx_full, ctx_sliding,
+            decode_seqs * self._q,
+        )
+        draft = 0.0
+        if decode_seqs > 0:
+            draft = max(
+                self._draft_bytes / self._bw, self._draft_flops_per_token * decode_seqs / self._dense_peak
+            )
+        return (verify + (self._q - 1) * self._scale * draft) / tau
+
     def step_time_s(
         self,
         prefill_tokens: float,
@@ -249,7 +294,18 @@ class StepModel:
         decode_ctx_sliding: float,
         decode_query_tokens: float | None = None,
     ) -> float:
-        """Duration (s) of one engine step for the batch aggregates (see ``BatchShape``)."""
+        """Duration (s) of one engine step for the batch aggregates (see ``BatchShape``).
+
+        With speculative decoding (and ``decode_query_tokens`` None) the arguments and the result are in
+        per-token units: every sequence emits ``_tau`` tokens per real step, so the engine steps once per
+        token, a step lasting 1 / ``_tau`` of the real one and carrying 1 / ``_tau`` of its prefill
+        (``_speculative_step_s``). Time per token, KV growth per token and prefill throughput are those of
+        the real engine; only the granularity is finer."""
+        if self._q > 1 and decode_query_tokens is None:
+            return self._speculative_step_s(
+                prefill_tokens, prefill_pairs_full, prefill_pairs_sliding, decode_seqs, decode_ctx_full,
+                decode_ctx_sliding,
+            )
         pp = self._pp
         queries = decode_seqs if decode_query_tokens is None else decode_query_tokens
         tokens = (prefill_tokens + queries) / pp  # tokens of one micro-batch
@@ -319,6 +375,7 @@ class StepModel:
                 prefill_tokens=c,
                 prefill_pairs_full=prefill_pairs(c, done),
                 prefill_pairs_sliding=prefill_pairs(c, done, window) if window else 0.0,
+                decode_query_tokens=0.0,  # a real step (no decode, so no speculative per-token units)
             )
             total += self.time_of(shape)
             done += c

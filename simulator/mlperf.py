@@ -27,6 +27,7 @@ import numpy as np
 from simulator import units
 from simulator.data import profiles_dir
 from simulator.errors import InputError
+from simulator.models import load_model
 
 DESCRIPTIVE_COLUMNS = ("version", "submitter", "system_name", "accelerator", "accelerators_per_node", "nodes",
                        "total_accelerators", "benchmark", "scenario", "precision", "framework")
@@ -317,8 +318,6 @@ _SLO_LIMITS_MS: dict[tuple[str, str], tuple[float, float]] = {
     ("deepseek-r1", "server"): (2000.0, 80.0), ("deepseek-r1", "interactive"): (1500.0, 15.0),
     ("gpt-oss-120b", "server"): (3000.0, 80.0), ("gpt-oss-120b", "interactive"): (2000.0, 15.0),
 }
-# Speculative decoding is allowed only here (rules.md section 2, POL line 765).
-_SPECULATIVE_ALLOWED = {("deepseek-r1", "interactive"), ("gpt-oss-120b", "interactive")}
 
 _PRECISION_ALIASES = {
     "fp4": "fp4", "mxfp4": "fp4", "nvfp4": "fp4", "fp8": "fp8", "f8_e4m3": "fp8", "e4m3": "fp8",
@@ -478,7 +477,9 @@ def replay_spec(row: ResultRow) -> ReplaySpec | Unsupported:
     if isinstance(framework, Unsupported):
         return framework
     nodes, gpus_per_node, layout_notes = _layout(row, accel)
-    speculative = (model_id, scenario) in _SPECULATIVE_ALLOWED
+    # where the rules allow it (rules.md section 2, POL line 765): the model file's speculative block
+    drafts = load_model(model_id).speculative
+    speculative = drafts is not None and scenario in drafts.mlperf_scenarios
     if speculative:
         notes.append("rules allow speculative decoding here; the result may include it")
     if accel in _RACK_SCALE:

@@ -93,6 +93,35 @@ class QuantisationFile(_Strict):
         return self
 
 
+class SpeculativeFile(_Strict):
+    """Speculative decoding the model can be served with: a draft proposes ``draft_tokens`` tokens per
+    step, the model verifies them in one forward pass and emits ``acceptance_length_tokens`` on average
+    (the accepted drafts plus its own next token)."""
+
+    method: Literal["mtp", "eagle3", "draft_model"]
+    draft_tokens: int = Field(gt=0, le=16, description="drafted per step (MLPerf: speculative-num-steps)")
+    acceptance_length_tokens: float = Field(gt=1.0, description="mean tokens emitted per verification step")
+    draft_params_b: float = Field(gt=0, description="draft weights held in memory (billion parameters)")
+    draft_active_params_b: float = Field(gt=0, description="parameters one draft forward reads (billion)")
+    draft_weights_format: str
+    mlperf_scenarios: list[Literal["offline", "server", "interactive"]] = Field(
+        default_factory=list, description="MLPerf scenarios whose rules allow it for this benchmark")
+    source: str = Field(min_length=1)
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SpeculativeFile:
+        if self.acceptance_length_tokens > self.draft_tokens + 1:
+            raise ValueError(f"acceptance_length_tokens {self.acceptance_length_tokens} exceeds "
+                             f"draft_tokens + 1 = {self.draft_tokens + 1}")
+        if self.draft_active_params_b > self.draft_params_b + 2.0:  # + a shared lm_head it may read
+            raise ValueError("draft_active_params_b far exceeds draft_params_b")
+        if self.draft_weights_format not in FORMATS:
+            raise ValueError(f"unknown draft_weights_format '{self.draft_weights_format}'; "
+                             f"valid: {', '.join(sorted(FORMATS))}")
+        return self
+
+
 class ModelFile(_Strict):
     """Schema of ``hardware_profiles/models/<id>.yaml`` (strict: unknown keys are errors)."""
 
@@ -119,6 +148,7 @@ class ModelFile(_Strict):
     sliding_window: SlidingWindowFile | None = None
     quantisation: QuantisationFile | None = None
     mtp_layers: int = Field(0, ge=0, description="multi-token-prediction layers (never counted)")
+    speculative: SpeculativeFile | None = None
     excluded_from_counts: str | None = None
     source: str = Field(min_length=1)
     published_total_params_b: float = _POS
@@ -151,6 +181,26 @@ class ModelFile(_Strict):
         if self.quantisation and self.moe is None:
             raise ValueError("quantisation scope 'routed_experts' needs a moe block")
         return self
+
+
+@dataclass(frozen=True)
+class Speculative:
+    """Speculative decoding of a model (see ``SpeculativeFile``), in counts: ``draft_tokens`` drafted per
+    step, ``acceptance_length_tokens`` emitted per step on average (1 < it <= draft_tokens + 1), draft
+    weights of ``draft_params`` parameters of which one draft forward reads ``draft_active_params``."""
+
+    method: str
+    draft_tokens: int
+    acceptance_length_tokens: float
+    draft_params: float
+    draft_active_params: float
+    draft_weights_format: str
+    mlperf_scenarios: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        """e.g. 'MTP3' (method and draft tokens)."""
+        return f"{self.method.upper().replace('_', '-')}x{self.draft_tokens}"
 
 
 @dataclass(frozen=True)
@@ -201,6 +251,7 @@ class ModelSpec:
     published_active_counts_input_embedding: bool
     source: str
     non_expert_weights_min_format: str | None = None  # format floor of every weight but routed experts
+    speculative: Speculative | None = None  # how it can be served with speculative decoding, if at all
 
     def kv_elements_for_context(self, context_tokens: int) -> float:
         """KV-cache elements one sequence of ``context_tokens`` holds, summed over layers."""
@@ -363,6 +414,18 @@ def build_spec(f: ModelFile) -> ModelSpec:
         published_active_counts_input_embedding=f.published_active_counts_input_embedding,
         source=f.source,
         non_expert_weights_min_format=f.quantisation.other_weights_format if f.quantisation else None,
+        speculative=_speculative(f.speculative),
+    )
+
+
+def _speculative(f: SpeculativeFile | None) -> Speculative | None:
+    if f is None:
+        return None
+    return Speculative(
+        method=f.method, draft_tokens=f.draft_tokens, acceptance_length_tokens=f.acceptance_length_tokens,
+        draft_params=units.billions_to_count(f.draft_params_b),
+        draft_active_params=units.billions_to_count(f.draft_active_params_b),
+        draft_weights_format=f.draft_weights_format, mlperf_scenarios=tuple(f.mlperf_scenarios),
     )
 
 

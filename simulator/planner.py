@@ -83,6 +83,7 @@ ROW_UNITS: dict[str, str] = {
     "best_tpot_p99_s": "s",
     "preemptions": "count",
     "simulated_s": "s",
+    "steps_per_replica_s": "1/s",
     "uplift_vs_baseline": "ratio",
     "gpus_ratio_vs_baseline": "ratio",
     "power_ratio_vs_baseline": "ratio",

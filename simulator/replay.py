@@ -26,8 +26,11 @@ and node size) becomes, per part (one accelerator kind and its GPU count):
    scale-out NIC, priced by ``StepModel``); across nodes the cost is the imbalance/tail term above
    (request dispatch over the network adds microseconds, negligible against the TTFT limits).
 
-Blind spots (flagged per row, predicted as aggregated, non-speculative serving): speculative decoding
-(DeepSeek-R1 / gpt-oss Interactive) and disaggregated prefill/decode (Dynamo).
+Speculative decoding: where the rules allow it (DeepSeek-R1 / gpt-oss Interactive, the model file's
+``speculative`` block) every layout is also tried with the reference draft, and the best wins.
+Blind spots (flagged per row): those rows (the acceptance length is assumed, and whether the submission
+drafted is not in the descriptive columns) and disaggregated prefill/decode (Dynamo, predicted as
+aggregated serving).
 """
 
 from __future__ import annotations
@@ -42,7 +45,16 @@ from typing import Any
 import numpy as np
 import yaml
 
-from simulator.deployment import Deployment, Layout, MemoryPlan, make_deployment, plan_memory
+from simulator.deployment import (
+    Deployment,
+    Layout,
+    MemoryPlan,
+    make_deployment,
+    plan_memory,
+    prefill_budget_tokens,
+    query_tokens_per_seq,
+    tokens_per_step,
+)
 from simulator.efficiency import (
     Efficiency,
     calibration_key,
@@ -161,17 +173,23 @@ def _part_keys(spec: ReplaySpec) -> tuple[tuple[PartKey, int], ...]:
     return tuple(out)
 
 
-def _layouts(model_id: str, max_tp: int, gpus: int) -> list[Layout]:
+def _layouts(model_id: str, max_tp: int, gpus: int, scenario: str) -> list[Layout]:
+    """Layouts the replay searches: TP, PP 2 (used only if nothing fits at PP 1), EP behind TP or DP
+    attention for MoE models, each also with speculative decoding where the benchmark's rules allow it
+    (``Speculative.mlperf_scenarios``: DeepSeek-R1 and gpt-oss-120b Interactive)."""
     model = load_model(model_id)
+    spec = model.speculative
+    speculative = (False, True) if spec is not None and scenario in spec.mlperf_scenarios else (False,)
     out: list[Layout] = []
     for pp in (1, 2):
         for tp in TP_CHOICES:
             if tp > max_tp or tp * pp > gpus or model.num_heads % tp:
                 continue
-            out.append(Layout(tp=tp, pp=pp))
-            if model.num_experts and tp > 1:
-                out.append(Layout(tp=tp, pp=pp, ep=tp, attention="tp"))
-                out.append(Layout(tp=tp, pp=pp, ep=tp, attention="dp"))
+            for sd in speculative:
+                out.append(Layout(tp=tp, pp=pp, speculative=sd))
+                if model.num_experts and tp > 1:
+                    out.append(Layout(tp=tp, pp=pp, ep=tp, attention="tp", speculative=sd))
+                    out.append(Layout(tp=tp, pp=pp, ep=tp, attention="dp", speculative=sd))
     return out
 
 
@@ -179,7 +197,7 @@ def _layouts(model_id: str, max_tp: int, gpus: int) -> list[Layout]:
 def candidates(key: PartKey) -> tuple[tuple[Deployment, MemoryPlan], ...]:
     """Deployments (default efficiency) of every layout that fits; PP=2 only if no PP=1 layout fits."""
     fits: list[tuple[Deployment, MemoryPlan]] = []
-    for layout in _layouts(key.model_id, key.max_tp, key.gpus):
+    for layout in _layouts(key.model_id, key.max_tp, key.gpus, key.scenario):
         if layout.pp > 1 and any(d.layout.pp == 1 for d, _ in fits):
             break
         try:
@@ -208,7 +226,9 @@ def _step_time_s(model: StepModel, dep: Deployment, batch: float, lens: Lengths,
 def max_batch(dep: Deployment, plan: MemoryPlan, lens: Lengths) -> int:
     """Largest steady decode batch: KV at the mean context, max_num_seqs, and the per-step token budget."""
     kv = plan.kv_capacity_tokens / (lens.decode_context + plan.kv_block_tokens / 2.0)
-    budget = dep.max_batched_tokens / (1.0 + lens.mean_input / lens.mean_output)
+    # a step's budget holds the decodes' query tokens and the prefill that keeps them full
+    budget = dep.max_batched_tokens / (query_tokens_per_seq(dep) + tokens_per_step(dep) * lens.mean_input
+                                       / lens.mean_output)
     return max(1, int(min(kv, dep.max_num_seqs, budget)))
 
 
@@ -216,7 +236,7 @@ def prefill_per_step(dep: Deployment, batch: float, lens: Lengths) -> tuple[floa
     """(mean prefill tokens per step that keep ``batch`` decoding full, the chunk u the engine packs):
     u = min(max(mean prompt, mean prefill per step), step token budget left by the decodes)."""
     per_step = batch * lens.mean_input / lens.mean_output
-    return per_step, min(max(lens.mean_input, per_step), max(dep.max_batched_tokens - batch, 1.0))
+    return per_step, min(max(lens.mean_input, per_step), max(prefill_budget_tokens(dep, batch), 1.0))
 
 
 def mean_step_s(model: StepModel, dep: Deployment, batch: float, lens: Lengths) -> float:
@@ -713,7 +733,8 @@ def predict(spec: ReplaySpec, calibration: dict[str, Any] | None = None, mode: s
         return {"unsupported": bad[0], "parts": parts}
     blind = []
     if spec.speculative_decoding_allowed:
-        blind.append("speculative decoding allowed (not modelled)")
+        blind.append("speculative decoding allowed (the layout search tries it with an assumed acceptance "
+                     "length; the submission may not use it)")
     if spec.disaggregated:
         blind.append("disaggregated prefill/decode (modelled as aggregated)")
     log_factor = model_log_factor(spec.model_id, model_factors, spec.scenario, spec.version)

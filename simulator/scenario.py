@@ -248,17 +248,25 @@ class TargetSpec(_Strict):
 
 
 class LayoutSpec(_Strict):
-    """Parallel layouts searched: the cross product of the lists (``ep`` > tp*pp combinations skipped).
+    """Parallel layouts searched: the cross product of the lists (``ep`` > tp*pp combinations skipped;
+    ``speculative`` true on a model without a draft is skipped when false is listed too, else an error).
     ``replicas_per_node``, when given, keeps only layouts packing exactly that many replicas per node."""
 
     tp: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
     pp: list[int] = Field(default_factory=lambda: [1], min_length=1)
     ep: list[int] = Field(default_factory=lambda: [1], min_length=1)
     attention: list[Literal["tp", "dp"]] = Field(default_factory=lambda: ["tp"], min_length=1)
+    speculative: list[bool] = Field(
+        default_factory=lambda: [False], min_length=1,
+        description="with / without speculative decoding (the model file's draft); [false, true] tries both",
+    )
     replicas_per_node: list[int] | None = None
 
     _as_lists = field_validator("tp", "pp", "ep", "attention", "replicas_per_node", mode="before")(
         classmethod(lambda cls, v: _ints(v))
+    )
+    _bools = field_validator("speculative", mode="before")(
+        classmethod(lambda cls, v: [v] if isinstance(v, bool) else v)
     )
 
     @field_validator("tp", "pp", "ep", "replicas_per_node")

@@ -158,6 +158,11 @@ def billions(value: float) -> float:
     return value / GB
 
 
+def billions_to_count(value_b: float) -> float:
+    """A count given in billions (e.g. parameters in a data file) to the count."""
+    return value_b * GB
+
+
 def fmt_bytes(value_bytes: float) -> str:
     """Human display of a byte count in GiB (binary), e.g. '35.2 GiB'."""
     return f"{bytes_to_gib(value_bytes):.1f} GiB"

@@ -246,3 +246,19 @@ def test_shipped_scenarios_run_at_reduced_fidelity(capsys, command, name, extra)
         assert [r["usd_per_hour"] for r in rows] == sorted(r["usd_per_hour"] for r in rows)
     if command == "compare":
         assert payload["baseline"] == "mi325x"
+
+
+@pytest.mark.slow
+def test_a_fleet_too_large_to_simulate_keeps_its_estimate(capsys):
+    """200M tokens/s of Llama 2 70B: some 15,000 replicas, whose whole-fleet run would take ~1e8
+    replica-steps (tens of minutes). The answer keeps the one-replica estimate and says why."""
+    overrides = ["target.output_tokens_per_s=2e8", "layouts.tp=[1]"]
+    code, out, err = run_cli(capsys, "size", SERVER, *sets(overrides), "--no-interval", "--format", "json")
+    assert code == 0, err
+    best = json.loads(out)["best"]
+    assert not best["verified"] and "too large to simulate" in best["note"]
+    assert best["replicas"] == best["estimated_replicas"] > 10_000
+    assert best["tpot_p99_s"] <= 0.2 and best["ttft_p99_s"] <= 2.0
+    code, out, err = run_cli(capsys, "size", SERVER, *sets(overrides), "--no-interval", "-q")
+    assert code == 0, err
+    assert "mi355x fp4 TP1: fleet too large to simulate" in out

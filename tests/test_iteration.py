@@ -185,7 +185,7 @@ def test_model_throughput_factor_takes_the_scenario_factor_plus_the_latest_round
 @pytest.mark.parametrize(
     "layout",
     [Layout(tp=1), Layout(tp=8), Layout(tp=8, ep=8, attention="dp"), Layout(tp=4, ep=4, attention="tp"),
-     Layout(tp=4, pp=2)],
+     Layout(tp=4, pp=2), Layout(tp=8, ep=8, attention="dp", speculative=True)],
 )
 def test_with_efficiency_is_a_model_built_with_that_efficiency(layout):
     """``with_efficiency`` keeps the geometry and re-derives the rates: every constant equals that of a

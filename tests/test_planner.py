@@ -408,3 +408,24 @@ def test_simulated_replica_carries_the_real_rate_divided_by_the_model_factor():
         plain.ttft_p99_s, plain.tpot_p99_s, plain.meets_slo)
     with pytest.raises(ValueError, match="throughput_factor"):
         SimulationEvaluator(dep, sc.workload, sc.slo.to_slo(), throughput_factor=0.0, **kwargs)
+
+
+def test_a_light_probe_runs_long_enough_for_a_sample_of_arrivals():
+    """At a load where the latency-based window expects under one arrival, the one-replica window is
+    stretched to MIN_WINDOW_REQUESTS expected arrivals (before, Poisson could draw none: an error)."""
+    from simulator.candidates import MIN_WINDOW_REQUESTS, SimulationEvaluator
+    from simulator.deployment import make_deployment
+
+    sc = scenario("model=llama3.1-8b", "workload.benchmark=llama3.1-8b")
+    dep = make_deployment("llama3.1-8b", "h100", "fp8")
+    evaluator = SimulationEvaluator(dep, sc.workload, sc.slo.to_slo(), router="least-outstanding", seed=0,
+                                    search_duration_s=20.0, fleet_duration_s=20.0, latency_hint_s=1.0)
+    rate_per_s = 0.02  # 0.32 expected arrivals in the 16 s window the latencies alone would give
+    duration_s, warmup_s = evaluator.timing(1)
+    assert rate_per_s * (duration_s - warmup_s) < 1.0
+    verdict = evaluator.evaluate(1, rate_per_s)
+    assert verdict.extra["simulated_s"] == pytest.approx(warmup_s + MIN_WINDOW_REQUESTS / rate_per_s)
+    assert verdict.meets_slo and verdict.output_tokens_per_s > 0
+    assert verdict.extra["steps_per_replica_s"] > 0
+    # fleets are not stretched (their rate is the target, never a probe's)
+    assert evaluator.timing(4) == evaluator._stretched(4, rate_per_s)
