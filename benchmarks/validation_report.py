@@ -352,8 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         "per MLPerf round and one per round within a scenario (both shrunk toward 0; a round not fitted "
         "takes the nearest older one, a newer round the latest). They stand for what the rooflines miss "
         "for a model's kernels and serving regime "
-        "(MoE grouped GEMMs at small per-expert batches, MLA, attention sinks, speculative decoding in "
-        "DeepSeek/gpt-oss Interactive) and for software maturing between rounds; they are empirical, not "
+        "(MoE grouped GEMMs at small per-expert batches, MLA, attention sinks, how far real speculative "
+        "decoding departs from the assumed acceptance) and for software maturing between rounds; they are "
+        "empirical, not "
         "physics, and are listed below. Sizing applies the model's Server factor plus the latest round's "
         "offsets the same way: a replica carrying a real rate is simulated at rate / factor and its "
         "tokens/s multiplied back.",
@@ -420,8 +421,12 @@ def main(argv: list[str] | None = None) -> int:
     out += [
         "## Where the model is blind",
         "",
-        "- Speculative decoding (allowed for DeepSeek-R1 and gpt-oss-120b Interactive): predicted without "
-        "it (its gain lands in the Interactive model factor).",
+        "- Speculative decoding (allowed for DeepSeek-R1 and gpt-oss-120b Interactive, reference MTP / "
+        "EAGLE heads with 3 drafts): every layout is replayed with and without it and the best is kept, "
+        "with an acceptance length assumed from public figures (2.8 / 2.3 tokens per step, the same for "
+        "every request). Whether a submission drafted is not in its descriptive columns, and its real "
+        "acceptance is unknown: on gpt-oss-120b the same rule over-predicts some 8-GPU rows ~3x and "
+        "under-predicts the NVL72 rows.",
         "- Software that improves between rounds (DeepSeek-R1 Server per B200 went from ~1.8k to ~5.1k "
         "tokens/s/GPU between v5.1 and v6.0 on the same GPUs): known only through the round offsets fitted "
         "on past rounds; a newer round is predicted with the latest offset, so a further jump is missed.",
