@@ -179,6 +179,9 @@ def models_list(fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputF
 ModelOpt = Annotated[str, typer.Option("--model", help="model id, e.g. llama2-70b")]
 HardwareOpt = Annotated[str, typer.Option("--hardware", help="accelerator id, e.g. mi355x")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="named precision: fp4, fp8, bf16, ...")]
+SpeculativeOpt = Annotated[
+    bool, typer.Option("--speculative/--no-speculative", help="speculative decoding with the model's draft")
+]
 
 
 @app.command()
@@ -193,6 +196,7 @@ def estimate(
     pp: Annotated[int, typer.Option("--pp")] = 1,
     ep: Annotated[int, typer.Option("--ep")] = 1,
     attention: Annotated[str, typer.Option("--attention", help="tp or dp")] = "tp",
+    speculative: SpeculativeOpt = False,
     framework: Annotated[str | None, typer.Option("--framework", help="trtllm, vllm or sglang")] = None,
     kv_precision: Annotated[str | None, typer.Option("--kv-precision")] = None,
     weights_precision: Annotated[str | None, typer.Option("--weights-precision")] = None,
@@ -203,7 +207,7 @@ def estimate(
         model,
         hardware,
         precision,
-        Layout(tp=tp, pp=pp, ep=ep, attention=attention),
+        Layout(tp=tp, pp=pp, ep=ep, attention=attention, speculative=speculative),
         framework=framework,
         kv_precision=kv_precision,
         weights=weights_precision,
@@ -221,7 +225,8 @@ def _print_estimate(r: dict[str, Any]) -> None:
     typer.echo(
         f"{r['model']} on {r['gpus_per_replica']}x {r['hardware']} {r['precision']} "
         f"(w={r['weights_format']} a={r['activations_format']} kv={r['kv_cache_format']}, "
-        f"GEMMs at {r['gemm_compute_format']}), TP{r['tp']} PP{r['pp']} EP{r['ep']}, {r['framework']}{status}"
+        f"GEMMs at {r['gemm_compute_format']}), TP{r['tp']} PP{r['pp']} EP{r['ep']}"
+        f"{' spec' if r.get('speculative') else ''}, {r['framework']}{status}"
     )
     print_pairs(
         [
@@ -235,6 +240,7 @@ def _print_estimate(r: dict[str, Any]) -> None:
             (
                 f"decode step, batch {r['batch']} at context {r['decode_context_tokens']:.0f}",
                 f"{ms(r['decode_step_s']):.2f} ms"
+                + (f" ({r['tokens_per_step']:.1f} tokens per sequence)" if r["tokens_per_step"] > 1 else "")
                 + ("" if r["batch_fits"] else "  (batch exceeds KV capacity)"),
             ),
             ("single-request TTFT", f"{ms(r['single_request_ttft_s']):.2f} ms"),
@@ -310,6 +316,7 @@ def simulate(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     pp: Annotated[int, typer.Option("--pp")] = 1,
     ep: Annotated[int, typer.Option("--ep")] = 1,
+    speculative: SpeculativeOpt = False,
     framework: Annotated[str | None, typer.Option("--framework")] = None,
     kv_precision: Annotated[str | None, typer.Option("--kv-precision")] = None,
     slo: Annotated[str | None, typer.Option("--slo", help="mlperf-server or mlperf-interactive")] = None,
@@ -325,7 +332,7 @@ def simulate(
         model,
         hardware,
         precision,
-        Layout(tp=tp, pp=pp, ep=ep),
+        Layout(tp=tp, pp=pp, ep=ep, speculative=speculative),
         framework=framework,
         kv_precision=kv_precision,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from simulator.deployment import Deployment, plan_memory, require_fit
+from simulator.deployment import Deployment, plan_memory, require_fit, tokens_per_step
 from simulator.efficiency import model_throughput_factor
 from simulator.errors import InputError
 from simulator.iteration import StepModel
@@ -32,6 +32,7 @@ def estimate(dep: Deployment, *, batch: int, input_tokens: int, output_tokens: i
     seq_tokens = input_tokens + output_tokens
     largest = min(plan.max_batch(seq_tokens), dep.max_num_seqs)
     mean_ctx = input_tokens + output_tokens / 2
+    tau = tokens_per_step(dep)  # > 1 with speculative decoding: step_time_s is then per emitted token
     decode_s = model.time_of(model.decode_shape(batch, mean_ctx))
     single_tpot_s = model.time_of(model.decode_shape(1, mean_ctx))
     saturated_s = model.time_of(model.decode_shape(largest, mean_ctx)) if largest else float("inf")
@@ -49,6 +50,7 @@ def estimate(dep: Deployment, *, batch: int, input_tokens: int, output_tokens: i
         "tp": dep.layout.tp,
         "pp": dep.layout.pp,
         "ep": dep.layout.ep,
+        "speculative": dep.layout.speculative,
         "gpus_per_replica": gpus,
         "fits": plan.fits,
         "hbm_capacity_bytes_per_gpu": plan.hbm_capacity_bytes,
@@ -63,7 +65,8 @@ def estimate(dep: Deployment, *, batch: int, input_tokens: int, output_tokens: i
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         "prefill_s": model.prefill_time_s(input_tokens),
-        "decode_step_s": decode_s,
+        "decode_step_s": decode_s * tau,
+        "tokens_per_step": tau,
         "decode_context_tokens": mean_ctx,
         "single_request_ttft_s": model.prefill_time_s(input_tokens),
         "single_request_tpot_s": single_tpot_s,

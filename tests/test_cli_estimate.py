@@ -213,3 +213,21 @@ def test_estimate_states_the_calibrated_model_factor_sizing_applies():
     data = json.loads(fleetsim("estimate", "--model", "gpt-oss-120b", "--hardware", "mi355x", "--precision",
                                "fp4", "--format", "json").stdout)
     assert data["model_throughput_factor"] == pytest.approx(factor)
+
+
+def test_estimate_with_speculative_decoding_reports_the_real_step_and_per_token_times():
+    """--speculative: the decode step is the real verification step (tau tokens per sequence), TPOT and
+    throughput are per emitted token; a model without a draft is a one-line error, exit 2."""
+    base = ["estimate", "--model", "deepseek-r1", "--hardware", "b200", "--precision", "fp4", "--tp", "8",
+            "--batch", "32", "--input-tokens", "1000", "--output-tokens", "3000", "--format", "json"]
+    plain = json.loads(fleetsim(*base).stdout)
+    spec = json.loads(fleetsim(*base, "--speculative").stdout)
+    tau = spec["tokens_per_step"]
+    assert plain["tokens_per_step"] == 1.0 and tau > 1.0 and spec["speculative"]
+    assert spec["decode_output_tokens_per_s_per_gpu_at_batch"] == pytest.approx(
+        32 * tau / spec["decode_step_s"] / 8)
+    assert spec["single_request_tpot_s"] < plain["single_request_tpot_s"] / 2
+    assert spec["weights_bytes_per_gpu"] > plain["weights_bytes_per_gpu"]
+    bad = fleetsim("estimate", "--model", "llama2-70b", "--hardware", "h200", "--precision", "fp8",
+                   "--speculative")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no speculative decoding" in bad.stderr
