@@ -29,7 +29,7 @@ from simulator.errors import InputError
 from simulator.hardware import Accelerator, load_accelerator
 from simulator.iteration import BatchShape, StepModel, prefill_pairs
 from simulator.metrics import Slo
-from simulator.models import list_models, load_model
+from simulator.models import load_model, no_speculative_error
 from simulator.packaging import Packaging, package
 from simulator.scenario import FORMATS_AUTO, Scenario, WorkloadSpec
 from simulator.simulation import run
@@ -88,9 +88,7 @@ def enumerate_candidates(scenario: Scenario) -> list[Candidate]:
     spec = scenario.layouts
     drafts = [sd for sd in spec.speculative if model.speculative is not None or not sd]
     if not drafts:
-        able = [m.id for m in list_models() if m.speculative is not None]
-        raise InputError(f"layouts.speculative: {model.id} has no speculative decoding (no 'speculative' "
-                         f"block in its model file); models with one: {', '.join(able) or 'none'}")
+        raise no_speculative_error(model.id, "layouts.speculative: ")
     out: list[Candidate] = []
     for hw in scenario.hardware:
         acc = accelerator_for(scenario, hw)

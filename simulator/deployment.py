@@ -32,7 +32,7 @@ from simulator.efficiency import (
 from simulator.errors import InputError
 from simulator.formats import FORMATS, Precision, gemm_compute_family, resolve_precision
 from simulator.hardware import Accelerator, load_accelerator
-from simulator.models import ModelSpec, load_model
+from simulator.models import ModelSpec, Speculative, load_model, no_speculative_error
 
 _HIGH_PRECISION_MIN_BYTES = FORMATS["fp8"].bytes_per_element  # embeddings / lm_head never below 8 bits
 
@@ -116,13 +116,7 @@ def _validate_layout(model: ModelSpec, acc: Accelerator, layout: Layout) -> None
     if layout.ep > layout.gpus:
         raise InputError(f"ep={layout.ep} exceeds the replica's tp*pp={layout.gpus} GPUs")
     if layout.speculative and model.speculative is None:
-        from simulator.models import list_models
-
-        able = [m.id for m in list_models() if m.speculative is not None]
-        raise InputError(
-            f"{model.id} has no speculative decoding (no 'speculative' block in its model file); "
-            f"models with one: {', '.join(able) or 'none'}"
-        )
+        raise no_speculative_error(model.id)
 
 
 def make_deployment(
@@ -221,10 +215,15 @@ def weights_bytes_per_gpu(dep: Deployment) -> float:
     )
 
 
+def draft(dep: Deployment) -> Speculative | None:
+    """The speculative draft the deployment decodes with (None without speculative decoding)."""
+    return dep.model.speculative if dep.layout.speculative else None
+
+
 def draft_bytes_per_gpu(dep: Deployment) -> float:
     """Weight bytes of the speculative draft on one GPU (split over the replica's GPUs; 0 without)."""
-    spec = dep.model.speculative
-    if not dep.layout.speculative or spec is None:
+    spec = draft(dep)
+    if spec is None:
         return 0.0
     return spec.draft_params * FORMATS[spec.draft_weights_format].bytes_per_element / dep.layout.gpus
 
@@ -232,8 +231,8 @@ def draft_bytes_per_gpu(dep: Deployment) -> float:
 def tokens_per_step(dep: Deployment) -> float:
     """Tokens a decoding sequence emits per engine step: the draft's mean acceptance length with
     speculative decoding, else 1."""
-    spec = dep.model.speculative
-    return spec.acceptance_length_tokens if dep.layout.speculative and spec is not None else 1.0
+    spec = draft(dep)
+    return spec.acceptance_length_tokens if spec is not None else 1.0
 
 
 def prefill_budget_tokens(dep: Deployment, decode_seqs: float) -> float:
@@ -246,8 +245,8 @@ def prefill_budget_tokens(dep: Deployment, decode_seqs: float) -> float:
 def query_tokens_per_seq(dep: Deployment) -> int:
     """Tokens a decoding sequence feeds the model per step: its drafts plus one with speculative
     decoding, else 1."""
-    spec = dep.model.speculative
-    return spec.draft_tokens + 1 if dep.layout.speculative and spec is not None else 1
+    spec = draft(dep)
+    return spec.draft_tokens + 1 if spec is not None else 1
 
 
 def kv_bytes_per_token_per_gpu(dep: Deployment) -> float:

@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 
 from simulator.deployment import (
     Deployment,
+    draft,
     kv_bytes_per_token_per_gpu,
     non_expert_precision,
     query_tokens_per_seq,
@@ -256,9 +257,9 @@ class StepModel:
         """Speculative decoding (``Layout.speculative``): tokens emitted per step, tokens verified per
         sequence, and the draft's bytes and FLOPs per forward on one GPU (weights split like the model's)."""
         self._tau, self._q = tokens_per_step(dep), query_tokens_per_seq(dep)
-        spec = dep.model.speculative
+        spec = draft(dep)
         self._draft_bytes = self._draft_flops_per_token = 0.0
-        if self._q > 1 and spec is not None:
+        if spec is not None:
             gpus = dep.layout.gpus
             self._draft_bytes = (
                 spec.draft_active_params * FORMATS[spec.draft_weights_format].bytes_per_element / gpus

@@ -479,7 +479,7 @@ def replay_spec(row: ResultRow) -> ReplaySpec | Unsupported:
     nodes, gpus_per_node, layout_notes = _layout(row, accel)
     # where the rules allow it (rules.md section 2, POL line 765): the model file's speculative block
     drafts = load_model(model_id).speculative
-    speculative = drafts is not None and scenario in drafts.mlperf_scenarios
+    speculative = drafts is not None and drafts.allowed_in(scenario)
     if speculative:
         notes.append("rules allow speculative decoding here; the result may include it")
     if accel in _RACK_SCALE:

@@ -179,7 +179,7 @@ def _layouts(model_id: str, max_tp: int, gpus: int, scenario: str) -> list[Layou
     (``Speculative.mlperf_scenarios``: DeepSeek-R1 and gpt-oss-120b Interactive)."""
     model = load_model(model_id)
     spec = model.speculative
-    speculative = (False, True) if spec is not None and scenario in spec.mlperf_scenarios else (False,)
+    speculative = (False, True) if spec is not None and spec.allowed_in(scenario) else (False,)
     out: list[Layout] = []
     for pp in (1, 2):
         for tp in TP_CHOICES:

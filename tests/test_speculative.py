@@ -16,6 +16,7 @@ from simulator.deployment import (
     Layout,
     make_deployment,
     non_expert_precision,
+    plan_memory,
     prefill_budget_tokens,
     weights_bytes_per_gpu,
 )
@@ -83,6 +84,9 @@ def test_the_draft_lives_in_memory_and_shrinks_the_kv_cache():
     sd = spec_dep.model.speculative
     extra = weights_bytes_per_gpu(spec_dep) - weights_bytes_per_gpu(plain)
     assert extra == pytest.approx(sd.draft_params * FORMATS["fp8"].bytes_per_element / 8)
+    kv_plain, kv_spec = plan_memory(plain), plan_memory(spec_dep)
+    assert kv_spec.kv_budget_bytes_per_gpu == pytest.approx(kv_plain.kv_budget_bytes_per_gpu - extra)
+    assert kv_spec.kv_capacity_tokens < kv_plain.kv_capacity_tokens
 
 
 def test_prefill_budget_leaves_the_verified_tokens_and_scales_per_emitted_token():
