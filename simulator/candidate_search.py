@@ -34,7 +34,7 @@ from simulator.candidates import (
     rack_for,
 )
 from simulator.deployment import Deployment, make_deployment, plan_memory, require_fit
-from simulator.efficiency import Efficiency, model_throughput_factor
+from simulator.efficiency import Efficiency, sizing_throughput_factor
 from simulator.errors import InputError, NoFeasibleAnswer
 from simulator.scenario import Scenario
 from simulator.sizing import (
@@ -146,7 +146,7 @@ def _evaluator(
         fleet_duration_s=sim.fleet_duration_s,
         latency_hint_s=bounds.mean_e2e_hi_s,
         fleet_latency_s=fleet_latency_s,
-        throughput_factor=model_throughput_factor(dep.model.id),
+        throughput_factor=sizing_throughput_factor(dep.model.id, sc.slo.to_slo().tpot_p99_s),
     )
 
 

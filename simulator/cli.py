@@ -598,7 +598,7 @@ def _interval_notes(cases: Any) -> None:
 
 
 def _notes(rows: list[dict[str, Any]], scenario: Any, verified: str = "competitive candidates") -> None:
-    for note in factor_notes(scenario.model):
+    for note in factor_notes(scenario.model, scenario.slo.to_slo().tpot_p99_s):
         typer.echo(f"note: {note}")
     announced = sorted({r["hardware"] for r in rows if r.get("hardware_status") == "announced"})
     if announced:
@@ -853,14 +853,17 @@ def calibrate(
     ] = None,
     write: Annotated[bool, typer.Option("--write", help="update hardware_profiles/calibration.yaml")] = False,
     out: Annotated[str | None, typer.Option("--out", help="write the calibration YAML here instead")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", help="worker processes for the simulation correction")] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
     fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
 ) -> None:
     """Fit efficiency factors per accelerator x format x framework to measured MLPerf results."""
     from simulator import calibration as cal
 
+    if jobs < 1:
+        raise InputError(f"--jobs must be >= 1, got {jobs}")
     log = None if quiet else (lambda msg: typer.echo(msg, err=True))
-    result = cal.calibrate(results, write_to=out, write_file=write, log=log)
+    result = cal.calibrate(results, write_to=out, write_file=write, log=log, jobs=jobs)
     result.pop("document", None)
     if fmt is OutputFormat.json:
         print_json(result)

@@ -23,7 +23,7 @@ import yaml
 from simulator import units
 from simulator.data import profiles_dir
 from simulator.errors import InputError
-from simulator.mlperf import version_key
+from simulator.mlperf import slo_limits_s, version_key
 
 FRAMEWORKS: tuple[str, ...] = ("trtllm", "vllm", "sglang")
 _FRAMEWORK_ALIASES = {
@@ -138,13 +138,15 @@ def lookup_efficiency(
     )
 
 
-def model_log_factor(model_id: str, model_factors: dict[str, Any] | None,
-                     scenario: str | None = None, version: str | None = None) -> float:
+def model_log_factor(model_id: str, model_factors: dict[str, Any] | None, scenario: str | None = None,
+                     version: str | None = None, simulated: bool = False) -> float:
     """Log throughput factor of a benchmark model from a calibration's ``model_factors`` (0 if none).
 
     Its ``scenario``'s factor when fitted (else the model's), plus the offset of MLPerf round ``version``
     and the offset of that round within the scenario (``by_scenario_version``), each by
-    ``version_offset`` (``version`` None: the latest fitted round, today's software).
+    ``version_offset`` (``version`` None: the latest fitted round, today's software). ``simulated``: the
+    throughput comes from the simulation, so the scenario's ``sim_correction`` is added too (see
+    ``simulator.calibration``; the factors themselves are fitted on the fast evaluator).
     """
     entry = (model_factors or {}).get(model_id)
     if not isinstance(entry, dict):
@@ -152,7 +154,40 @@ def model_log_factor(model_id: str, model_factors: dict[str, Any] | None,
     by_scenario = entry.get("by_scenario") or {}
     base = float(by_scenario.get(scenario, entry.get("log_throughput_factor", 0.0)))
     nested = (entry.get("by_scenario_version") or {}).get(scenario) or {}
-    return base + version_offset(entry.get("by_version") or {}, version) + version_offset(nested, version)
+    correction = float((entry.get("sim_correction") or {}).get(scenario, 0.0)) if simulated else 0.0
+    return (base + version_offset(entry.get("by_version") or {}, version) + version_offset(nested, version)
+            + correction)
+
+
+def nearest_mlperf_scenario(model_id: str, tpot_limit_s: float) -> str:
+    """The MLPerf latency scenario ('server' or 'interactive') of ``model_id`` whose p99 TPOT limit is
+    nearest to ``tpot_limit_s`` in ratio; 'server' when the rules define no limits for the model."""
+    limits = {}
+    for scenario in ("server", "interactive"):
+        try:
+            limits[scenario] = slo_limits_s(model_id, scenario)[1]
+        except InputError:
+            continue
+    if not limits or not tpot_limit_s > 0:
+        return "server"
+    return min(limits, key=lambda sc: (abs(math.log(tpot_limit_s / limits[sc])), sc != "server"))
+
+
+def sizing_throughput_factor(model_id: str, tpot_limit_s: float,
+                             model_factors: dict[str, Any] | None = None) -> float:
+    """Throughput multiplier a sizing simulation applies: the model's Server factor at the latest round
+    (``model_throughput_factor``) times exp(the simulation correction of the MLPerf scenario nearest to
+    the sizing's p99 TPOT limit, ``nearest_mlperf_scenario``): the simulation's bias against the fast rule
+    the factors are fitted on depends on how tight the TPOT limit is. 1.0 without factors for the model.
+    ``model_factors`` None: the shipped file."""
+    if model_factors is None:
+        model_factors = _load_yaml(calibration_path()).get("model_factors")
+    entry = (model_factors or {}).get(model_id)
+    if not isinstance(entry, dict):
+        return 1.0
+    nearest = nearest_mlperf_scenario(model_id, tpot_limit_s)
+    correction = float((entry.get("sim_correction") or {}).get(nearest, 0.0))
+    return math.exp(model_log_factor(model_id, model_factors, "server", None) + correction)
 
 
 def model_throughput_factor(model_id: str, model_factors: dict[str, Any] | None = None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from simulator.deployment import Deployment, plan_memory, require_fit, tokens_per_step
-from simulator.efficiency import model_throughput_factor
+from simulator.efficiency import model_throughput_factor, nearest_mlperf_scenario, sizing_throughput_factor
 from simulator.errors import InputError
 from simulator.iteration import StepModel
 
@@ -78,10 +78,19 @@ def estimate(dep: Deployment, *, batch: int, input_tokens: int, output_tokens: i
     }
 
 
-def factor_notes(model_id: str) -> list[str]:
-    """A note when the model has a calibrated throughput factor (``efficiency.model_throughput_factor``)."""
+def factor_notes(model_id: str, tpot_limit_s: float | None = None) -> list[str]:
+    """A note when the model has a calibrated throughput factor (``efficiency.model_throughput_factor``);
+    with ``tpot_limit_s`` (a sizing), the factor the sizing simulations apply, simulation correction
+    included (``efficiency.sizing_throughput_factor``)."""
     factor = model_throughput_factor(model_id)
     if factor == 1.0:
         return []
-    return [f"sizing multiplies throughput by x{factor:.2f}: calibrated {model_id} factor (MLPerf Server "
-            f"rows measured {factor:.2f}x this roofline model's throughput across accelerators)"]
+    why = (f"calibrated {model_id} factor (MLPerf Server rows measured {factor:.2f}x this roofline model's "
+           f"throughput across accelerators)")
+    if tpot_limit_s is None:
+        return [f"sizing multiplies throughput by x{factor:.2f}: {why}"]
+    total = sizing_throughput_factor(model_id, tpot_limit_s)
+    scenario = nearest_mlperf_scenario(model_id, tpot_limit_s)
+    return [f"sizing multiplies throughput by x{total:.2f}: {why}, times x{total / factor:.2f} simulation "
+            f"correction (simulation vs the fast rule the factors are fitted on, measured at MLPerf "
+            f"{scenario.capitalize()}, the scenario whose p99 TPOT limit is nearest)"]

@@ -58,7 +58,7 @@ from simulator.candidate_search import (
     search_one,
 )
 from simulator.candidates import Candidate, enumerate_candidates
-from simulator.efficiency import model_throughput_factor
+from simulator.efficiency import sizing_throughput_factor
 from simulator.errors import InputError, unknown_name
 from simulator.scenario import Scenario
 from simulator.scenario_files import Override, build_scenario, revalidate, scenario_hash
@@ -137,7 +137,7 @@ class SizingResult:
             "router": sc.simulation.router,
             "seed": sc.simulation.seed,
             "fidelity": sc.simulation.fidelity,
-            "model_throughput_factor": model_throughput_factor(sc.model),
+            "model_throughput_factor": sizing_throughput_factor(sc.model, slo.tpot_p99_s),
         }
 
     def meta(self) -> dict[str, Any]:

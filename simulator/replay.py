@@ -737,9 +737,10 @@ def predict(spec: ReplaySpec, calibration: dict[str, Any] | None = None, mode: s
                      "length; the submission may not use it)")
     if spec.disaggregated:
         blind.append("disaggregated prefill/decode (modelled as aggregated)")
-    log_factor = model_log_factor(spec.model_id, model_factors, spec.scenario, spec.version)
-    scale = math.exp(log_factor)
-    total = float(sum(p["tokens_per_s"] for p in parts)) * scale
-    fast = float(sum(p["fast_tokens_per_s"] for p in parts)) * scale
+    log_factor = model_log_factor(spec.model_id, model_factors, spec.scenario, spec.version,
+                                  simulated=mode == "full")
+    fast_log_factor = model_log_factor(spec.model_id, model_factors, spec.scenario, spec.version)
+    total = float(sum(p["tokens_per_s"] for p in parts)) * math.exp(log_factor)
+    fast = float(sum(p["fast_tokens_per_s"] for p in parts)) * math.exp(fast_log_factor)
     return {"predicted": total, "predicted_fast": fast, "parts": parts, "blind_spots": blind,
             "model_log_factor": log_factor}

@@ -99,7 +99,8 @@ def _run_fold(task: tuple, jobs: int) -> tuple[list[dict[str, Any]], float]:
     label, train_rows, test_rows, cv, mode, model_factors = task
     started = time.monotonic()
     try:
-        doc = calibration.fit(train_rows, source=f"cv {cv}: all but {label}", use_model_factors=model_factors)
+        doc = calibration.fit(train_rows, source=f"cv {cv}: all but {label}", use_model_factors=model_factors,
+                              simulation_bridge=mode == "full", jobs=jobs)
     except InputError:
         doc = {}  # nothing usable to train on: uncalibrated defaults
     return _predict_many(test_rows, doc, mode, jobs), time.monotonic() - started

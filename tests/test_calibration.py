@@ -191,3 +191,35 @@ def test_round_offset_uses_the_nearest_fitted_round() -> None:
     assert model_log_factor("m", factors, "server", None) == pytest.approx(0.75)  # sizing: latest
     assert model_log_factor("m", factors, "server", "v4.1") == pytest.approx(0.2 + 0.25)  # nearest fitted
     assert model_log_factor("m", factors, "offline", "v6.0") == pytest.approx(0.3)
+
+
+def test_bridge_sample_picks_each_configuration_in_proportion_to_its_rows() -> None:
+    """Systematic sampling: a configuration holding m of a (model, scenario)'s n single-part rows is picked
+    within one of K m / n times, so the median over the picks estimates the median over the rows."""
+    items = calibration.fit_rows(mlperf.deduplicate(mlperf.load_results()))
+    picks = calibration.bridge_specs(items)
+    assert ("llama2-70b", "interactive") in picks and ("deepseek-r1", "offline") in picks
+    for pair, specs in picks.items():
+        mine = [str(replay.part_keys(spec)[0]) for _, spec, _ in items
+                if (spec.model_id, spec.scenario) == pair and len(replay.part_keys(spec)) == 1]
+        k = len(specs)
+        assert k == min(calibration.BRIDGE_CONFIGS, len(mine))
+        picked = [str(replay.part_keys(spec)[0]) for spec in specs]
+        for config in set(mine):
+            assert abs(picked.count(config) - k * mine.count(config) / len(mine)) < 1.0, (pair, config)
+
+
+def test_simulation_correction_makes_the_simulation_unbiased_on_its_sample() -> None:
+    """After the fit, the simulated predictions of the sampled rows (model factors and the correction
+    included) have a median log ratio to the fast evaluator's of 0 in every scenario (to the stored
+    4-decimal rounding); without ``simulation_bridge`` there is no correction."""
+    rows = [r for r in _h100_rows() if r.benchmark.startswith("llama3.1-8b")]
+    assert calibration.fit(rows)["model_factors"]["llama3.1-8b"].get("sim_correction") is None
+    doc = calibration.fit(rows, simulation_bridge=True)
+    cal, factors = doc["groups"], doc["model_factors"]
+    picks = calibration.bridge_specs(calibration.fit_rows(mlperf.deduplicate(rows)))
+    assert set(factors["llama3.1-8b"]["sim_correction"]) == {sc for _, sc in picks} == {"offline", "server"}
+    for specs in picks.values():
+        preds = [replay.predict(spec, cal, mode="full", model_factors=factors) for spec in specs]
+        logs = [math.log(p["predicted"] / p["predicted_fast"]) for p in preds]
+        assert float(np.median(logs)) == pytest.approx(0.0, abs=1e-4)

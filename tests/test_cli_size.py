@@ -10,7 +10,7 @@ import pytest
 
 from simulator import planner
 from simulator.cli import main
-from simulator.efficiency import model_throughput_factor
+from simulator.efficiency import sizing_throughput_factor
 from simulator.export import read_table, read_units
 
 SERVER = "llama2-70b-1m-mi355x-server"
@@ -135,7 +135,8 @@ def test_size_json_contract_exports_and_plot(capsys, tmp_path, monkeypatch, smal
         assert best["gpus_p05"] <= best["gpus"] <= best["gpus_p95"]
         assert [c["tag"] for c in payload["interval_cases"]] == ["p05", "p95"]
         assert "calibration residual quantiles" in payload["interval_cases"][0]["note"]
-        assert payload["model_throughput_factor"] == pytest.approx(model_throughput_factor("llama3.1-8b"))
+        assert payload["model_throughput_factor"] == pytest.approx(
+            sizing_throughput_factor("llama3.1-8b", payload["slo_tpot_p99_s"]))
     assert calls[0].model == "llama3.1-8b"
     assert hooks[0] is not None  # the interval is on by default
     rows = read_table(tmp_path / "sizing.csv")

@@ -182,6 +182,45 @@ def test_model_throughput_factor_takes_the_scenario_factor_plus_the_latest_round
     assert _dep("gpt-oss-120b", "b200", "fp4", 1).step_time_scale == 1.0  # deployments are the roofline model
 
 
+def test_nearest_mlperf_scenario_compares_tpot_limits_in_ratio():
+    from simulator.efficiency import nearest_mlperf_scenario
+
+    # llama2-70b: Server 200 ms, Interactive 40 ms; the geometric midpoint is sqrt(200 * 40) = 89.4 ms
+    assert [nearest_mlperf_scenario("llama2-70b", ms / 1000) for ms in (20, 40, 80, 100, 200, 450)] == [
+        "interactive", "interactive", "interactive", "server", "server", "server"]
+    assert nearest_mlperf_scenario("mixtral-8x7b", 0.01) == "server"   # no Interactive scenario in the rules
+    assert nearest_mlperf_scenario("qwen3-vl-235b-a22b", 0.04) == "server"   # no limits at all
+
+
+def test_sizing_factor_adds_the_simulation_correction_of_the_nearest_scenario_only():
+    from simulator.efficiency import model_log_factor, sizing_throughput_factor
+
+    factors = {"llama2-70b": {"log_throughput_factor": 0.05, "by_scenario": {"server": 0.02},
+                              "by_version": {"v6.0": 0.01},
+                              "sim_correction": {"server": 0.03, "interactive": 0.17, "offline": -0.4}}}
+    server, interactive = (sizing_throughput_factor("llama2-70b", tpot_s, factors) for tpot_s in (0.2, 0.04))
+    assert server == pytest.approx(math.exp(0.02 + 0.01 + 0.03))
+    assert interactive == pytest.approx(math.exp(0.02 + 0.01 + 0.17))
+    assert sizing_throughput_factor("gpt-oss-120b", 0.04, factors) == 1.0
+    # the fast evaluator never sees the correction; a simulated prediction of a row adds its scenario's
+    assert model_log_factor("llama2-70b", factors, "offline", "v6.0") == pytest.approx(0.05 + 0.01)
+    assert model_log_factor("llama2-70b", factors, "offline", "v6.0", simulated=True) == pytest.approx(
+        0.05 + 0.01 - 0.4)
+
+
+def test_sizing_note_states_the_factor_the_sizing_applies():
+    from simulator.efficiency import model_throughput_factor, sizing_throughput_factor
+    from simulator.estimate import factor_notes
+
+    for tpot_s, scenario in ((0.04, "Interactive"), (0.2, "Server")):
+        (note,) = factor_notes("llama2-70b", tpot_s)
+        factor = sizing_throughput_factor("llama2-70b", tpot_s)
+        assert note.startswith(f"sizing multiplies throughput by x{factor:.2f}")
+        assert f"at MLPerf {scenario}," in note
+    (plain,) = factor_notes("llama2-70b")
+    assert plain.startswith(f"sizing multiplies throughput by x{model_throughput_factor('llama2-70b'):.2f}:")
+
+
 @pytest.mark.parametrize(
     "layout",
     [Layout(tp=1), Layout(tp=8), Layout(tp=8, ep=8, attention="dp"), Layout(tp=4, ep=4, attention="tp"),

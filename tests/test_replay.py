@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -114,7 +115,8 @@ def test_cv_never_trains_on_the_held_out_fold(tmp_path: Path, monkeypatch: pytes
     path = _write(tmp_path / "cv.csv", header, picked)
     seen: list[set[tuple]] = []
 
-    def fake_fit(train_rows, source="", log=None, use_model_factors=True):  # records training rows
+    def fake_fit(train_rows, source="", log=None, use_model_factors=True, simulation_bridge=False,
+                 jobs=1):  # records training rows
         seen.append({(r.version, r.system_name, r.benchmark, r.scenario) for r in train_rows})
         return {"groups": {}}
 
@@ -140,6 +142,20 @@ def test_full_validation_rows_carry_the_fast_prediction_calibration_fits() -> No
     assert full["predicted_fast"] == pytest.approx(fast["predicted"], rel=1e-6)
     assert "predicted_fast" not in fast
     assert 0.75 < full["predicted"] / full["predicted_fast"] < 1.25
+
+
+def test_simulation_correction_applies_to_the_simulated_prediction_only() -> None:
+    """A model's ``sim_correction`` for the row's scenario multiplies the full-simulation prediction by
+    exp(correction); the fast prediction (what calibration fits) is unchanged, as is any other scenario."""
+    spec = mlperf.replay_spec(_row(SMALL_SYSTEM, "Server"))
+    cal = calibration.calibration_dict(calibration.load_calibration())
+    plain = replay.predict(spec, cal, mode="full", model_factors={})
+    factors = {spec.model_id: {"sim_correction": {"server": 0.1, "offline": -0.5}}}
+    corrected = replay.predict(spec, cal, mode="full", model_factors=factors)
+    assert corrected["predicted"] == pytest.approx(plain["predicted"] * math.exp(0.1), rel=1e-12)
+    assert corrected["predicted_fast"] == pytest.approx(plain["predicted_fast"], rel=1e-12)
+    fast = replay.predict(spec, cal, mode="fast", model_factors=factors)
+    assert fast["predicted"] == pytest.approx(plain["predicted_fast"], rel=1e-12)
 
 
 @pytest.mark.parametrize(
