@@ -413,8 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         "turns compute-bound and the step is convex in its prefill, a Jensen gap the mean-step rule does "
         "not see). The fit measures this bias on a systematic sample of 5 rows per model and scenario "
         "(median of fast / simulated) and multiplies simulated predictions and sizing runs by it "
-        "(`sim_correction`, a per-scenario correction, so what varies by accelerator within a scenario "
-        "stays: DeepSeek-R1 and gpt-oss-120b Offline on B300/GB300 x0.84 against ~x0.98 on B200/GB200).",
+        "(`sim_correction`; one per model and scenario, so what varies by accelerator within a scenario "
+        "stays: see the raw min and max).",
         "",
         *_fast_vs_full(results["in"], doc),
         "",
