@@ -17,6 +17,7 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -272,6 +273,45 @@ def _fast_vs_full(result: dict[str, Any], doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _row_id(r: Any) -> tuple:
+    get = (lambda k: r[k]) if isinstance(r, dict) else (lambda k: getattr(r, k))
+    return tuple(get(k) for k in ("version", "submitter", "system_name", "benchmark", "scenario"))
+
+
+def _peer_spread(rows: list[mlperf.ResultRow], results: dict[str, dict[str, Any]]) -> list[str]:
+    """How far apart submissions of one configuration land: per model, each row that has a peer (another
+    submitter's row of the same benchmark, scenario, round, accelerator and GPU count) predicted by the
+    peers' median measured value, against fleetsim's errors on the same rows."""
+    groups: dict[tuple, list[mlperf.ResultRow]] = {}
+    for r in rows:
+        if r.measured and r.measured > 0:
+            groups.setdefault((r.benchmark, r.scenario, r.version, r.accelerator, r.total_accelerators),
+                              []).append(r)
+    ape = {name: {_row_id(x): x["ape_pct"] for x in res["rows"] if validation.finite(x.get("ape_pct"))}
+           for name, res in results.items()}
+    per_model: dict[str, dict[str, list[float]]] = {}
+    for members in groups.values():
+        for r in members:
+            peers = [p.measured for p in members if p.submitter != r.submitter]
+            spec = mlperf.replay_spec(r)
+            if not peers or isinstance(spec, mlperf.Unsupported) or _row_id(r) not in ape["in"]:
+                continue
+            entry = per_model.setdefault(spec.model_id, {"peers": []})
+            entry["peers"].append(mlperf.ape_pct(r.measured, statistics.median(peers)))
+            for name in ("system", "in"):
+                if _row_id(r) in ape.get(name, {}):
+                    entry.setdefault(name, []).append(ape[name][_row_id(r)])
+    lines = ["| model | rows with a peer | peers' median: median / p90 APE % | fleetsim leave-one-system-out "
+             "| fleetsim in-sample (full) |", "|---|---:|---:|---:|---:|"]
+
+    def cell(xs: list[float] | None) -> str:
+        return f"{np.median(xs):.1f} / {np.percentile(xs, 90):.1f}" if xs else "n/a"
+    for model, entry in sorted(per_model.items()):
+        lines.append(f"| {model} | {len(entry['peers'])} | {cell(entry['peers'])} | "
+                     f"{cell(entry.get('system'))} | {cell(entry.get('in'))} |")
+    return lines
+
+
 def _blind(result: dict[str, Any]) -> list[str]:
     lines = [
         "| version | system | benchmark | scenario | measured | predicted | APE % | blind spot |",
@@ -287,27 +327,15 @@ def _blind(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--cv-system-mode", choices=("fast", "full"), default="fast")
-    parser.add_argument("--skip-cv-system", action="store_true")
-    parser.add_argument("--json-out", default=None, help="also save all validation results as JSON here")
-    parser.add_argument(
-        "--out", default=str(Path(__file__).resolve().parent.parent / "docs" / "validation.md")
-    )
-    args = parser.parse_args(argv)
-
-    def log(msg: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
+def _compute(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    """Everything the document shows: the fit, the validations, the scaling and stability tables, and the
+    time each took (the payload ``--json-out`` saves and ``--from-json`` renders)."""
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     rows = mlperf.deduplicate(mlperf.load_results())
     doc = calibration.fit(rows, source=calibration.results_digest(None), log=log, simulation_bridge=True,
                           jobs=args.jobs)
     timings["calibrate (fit on all rows)"] = time.monotonic() - t0
-    cal = doc["groups"]
     tmp_cal = Path(args.out).with_suffix(".calibration.tmp.yaml")
     calibration.write(doc, tmp_cal)
     results: dict[str, dict[str, Any]] = {}
@@ -329,9 +357,17 @@ def main(argv: list[str] | None = None) -> int:
         timings[f"validate --cv system ({args.cv_system_mode} evaluator)"] = time.monotonic() - t0
     t0 = time.monotonic()
     scaling = _scaling(rows, doc)
-    stability = _stability(cal)
+    stability = _stability(doc["groups"])
     timings["scaling + stability tables"] = time.monotonic() - t0
+    return {"results": results, "calibration": doc, "scaling": scaling, "stability": stability,
+            "timings": timings, "cv_system_mode": args.cv_system_mode}
 
+
+def _render(payload: dict[str, Any]) -> list[str]:
+    """The markdown lines of docs/validation.md from a ``_compute`` payload."""
+    results, doc, timings = payload["results"], payload["calibration"], payload["timings"]
+    scaling, stability, cv_system_mode = payload["scaling"], payload["stability"], payload["cv_system_mode"]
+    rows = mlperf.deduplicate(mlperf.load_results())
     out: list[str] = [
         "# Validation against MLPerf Inference results",
         "",
@@ -381,11 +417,11 @@ def main(argv: list[str] | None = None) -> int:
     if "system" in results:
         out += [
             "## Out-of-sample: leave one system out "
-            f"(`validate --cv system`, {args.cv_system_mode} evaluator)",
+            f"(`validate --cv system`, {cv_system_mode} evaluator)",
             "",
         ]
         out += _summary_table(results["system"]["summary"], "rows the fit never saw")
-        if args.cv_system_mode == "fast":
+        if cv_system_mode == "fast":
             out += [
                 "",
                 f"{len(results['system']['folds'])} folds, each a full refit. Predictions here use the "
@@ -393,6 +429,18 @@ def main(argv: list[str] | None = None) -> int:
                 "section shows how the full simulation compares.",
                 "",
             ]
+    out += [
+        "## How far apart submissions of one configuration land",
+        "",
+        "A floor for any predictor of the descriptive columns: each row that has a peer (another "
+        "submitter's result for the same benchmark, scenario, round, accelerator and GPU count) is "
+        "'predicted' by the median of its peers' measured values. Where that already misses by tens of "
+        "percent, the columns do not determine the result (software, tuning, speculative decoding, "
+        "disaggregation); fleetsim's errors on the same rows are beside it.",
+        "",
+        *_peer_spread(rows, results),
+        "",
+    ]
     out += ["## In-sample: calibration fitted on all rows, full simulation", ""]
     out += _summary_table(results["in"]["summary"], "all rows (fit saw them)")
     pred, total = _profiled_coverage(results["in"])
@@ -456,9 +504,32 @@ def main(argv: list[str] | None = None) -> int:
     out += ["## Model factors (fit on all rows; log throughput multipliers)", "", *_factors_table(doc), ""]
     out += ["## Runtime (this machine)", "", "| step | seconds |", "|---|---:|"]
     out += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
-    Path(args.out).write_text("\n".join(out) + "\n")
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"results": results, "calibration": doc}, default=str))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--cv-system-mode", choices=("fast", "full"), default="fast")
+    parser.add_argument("--skip-cv-system", action="store_true")
+    parser.add_argument("--json-out", default=None, help="also save everything computed as JSON here")
+    parser.add_argument("--from-json", default=None,
+                        help="render the document from a --json-out file instead of recomputing")
+    parser.add_argument(
+        "--out", default=str(Path(__file__).resolve().parent.parent / "docs" / "validation.md")
+    )
+    args = parser.parse_args(argv)
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    if args.from_json:
+        payload = json.loads(Path(args.from_json).read_text())
+    else:
+        payload = _compute(args, log)
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(payload, default=str))
+    Path(args.out).write_text("\n".join(_render(payload)) + "\n")
     log(f"wrote {args.out}")
     return 0
 
