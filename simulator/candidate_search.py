@@ -46,6 +46,7 @@ from simulator.sizing import (
     interactivity_curve,
     max_rate_one_replica,
     min_replicas,
+    passes,
 )
 from simulator.units import s_to_ms, w_to_kw
 
@@ -326,22 +327,49 @@ def _fleet_job(args: tuple[Scenario, Found, int]) -> tuple[int, LoadVerdict]:
     return num_replicas, evaluator.evaluate(num_replicas, sc.target_rate_per_s())
 
 
-def _prefetch(sc: Scenario, found: Found, counts: list[int], cache: CachedEvaluator, start: int,
+PAIR_ROUNDS = 3   # rounds of two parallel fleet runs scanning down from the estimate before galloping on
+
+
+def _prefetch(sc: Scenario, found: Found, counts: list[int], cache: CachedEvaluator, pair: tuple[int, int],
               message: Message | None) -> None:
-    """Simulate the two fleets ``sizing.min_replicas`` asks about first (start and start - 1) at once,
-    in two processes, into its cache: the usual verification (start passes, one fewer fails) then costs
-    one fleet run of wall time instead of two. Same verdicts as sequential runs."""
+    """Simulate the fleets of ``pair`` at once, in two processes, into ``cache``. Same verdicts as
+    sequential runs."""
     import multiprocessing
 
     started = time.perf_counter()
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    jobs = [(sc, found, n) for n in (start, start - 1)]
+    jobs = [(sc, found, n) for n in pair]
     with multiprocessing.get_context(method).Pool(len(jobs)) as pool:
         for n, verdict in pool.imap_unordered(_fleet_job, jobs):
             cache.verdicts[(n, sc.target_rate_per_s())] = verdict
             counts[0] += 1
     if message is not None:
-        message(f"fleets of {start - 1:,} and {start:,} in parallel ({time.perf_counter() - started:.1f} s)")
+        message(f"fleets of {pair[1]:,} and {pair[0]:,} in parallel ({time.perf_counter() - started:.1f} s)")
+
+
+def _scan_down_in_pairs(sc: Scenario, found: Found, counts: list[int], cache: CachedEvaluator, start: int,
+                        message: Message | None) -> int:
+    """Where ``sizing.min_replicas`` should start after scanning down from ``start`` two fleets at a time
+    (n, n - 1 in parallel; up to ``PAIR_ROUNDS`` rounds while both pass). A state-aware router lets a fleet
+    carry a few percent more than its replicas alone, so the answer usually sits 0-4 replicas below the
+    estimate: the scan finds it in one or two rounds of wall time where galloping takes three or four
+    sequential runs. Returns the lowest count that passed (its neighbour below is then in the cache), or
+    ``start`` when it failed (the search gallops up from there). Verdicts are the cached ones, so the
+    answer is the one sequential search would find with a monotone verdict."""
+    rate = sc.target_rate_per_s()
+    n, lowest_pass = start, None
+    for _ in range(PAIR_ROUNDS):
+        if n < 2:
+            break
+        _prefetch(sc, found, counts, cache, (n, n - 1), message)
+        upper, lower = (passes(cache.verdicts[(k, rate)]) for k in (n, n - 1))
+        if not upper:
+            break
+        lowest_pass = n - 1 if lower else n
+        if not lower:
+            break
+        n -= 2
+    return lowest_pass if lowest_pass is not None else start
 
 
 def _too_big_to_verify(sc: Scenario, found: Found, evaluator: Evaluator) -> str | None:
@@ -371,7 +399,8 @@ def finish_one(
     verify_from: int | None = None,
 ) -> CandidateResult:
     """Steps 3-4: verify the estimate with whole-fleet runs (or keep it), package, build the row.
-    ``workers`` > 1 simulates the first two fleets in parallel (no hooks; not inside a worker).
+    ``workers`` > 1 scans down from the estimate two fleets at a time in parallel (``_scan_down_in_pairs``;
+    no hooks; not inside a worker).
     ``verify_from``: search only fleets of at least that many replicas, starting there
     (``sizing.min_replicas(at_least_start=True)``: one fleet run when it passes)."""
     hooks = hooks or Hooks()
@@ -405,7 +434,7 @@ def finish_one(
             start = min(verify_from or math.ceil(target / middle_rate), found.cap)
             if workers > 1 and start > 1 and hooks.evaluator_factory is None and verify_from is None:
                 prefetched = [0]
-                _prefetch(sc, found, prefetched, evaluator, start, message)
+                start = _scan_down_in_pairs(sc, found, prefetched, evaluator, start, message)
                 counting.count += prefetched[0]
             replicas, verdict = min_replicas(
                 evaluator, rate_per_s=target, start=start, max_replicas=found.cap,

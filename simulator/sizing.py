@@ -57,7 +57,7 @@ class Evaluator(Protocol):
     def evaluate(self, num_replicas: int, rate_per_s: float) -> LoadVerdict: ...
 
 
-def _passes(verdict: LoadVerdict) -> bool:
+def passes(verdict: LoadVerdict) -> bool:
     """A saturated fleet never passes, whatever its (finite-run) percentiles say."""
     return verdict.meets_slo and not verdict.saturated
 
@@ -116,7 +116,7 @@ def max_rate_one_replica(
         raise InputError(f"bracket_factor must be > 1, got {bracket_factor}")
     step = bracket_factor or 2.0
     lo_verdict = evaluator.evaluate(1, min_rate_per_s)
-    if not _passes(lo_verdict):
+    if not passes(lo_verdict):
         return 0.0, None
     lo, hi = min_rate_per_s, rate_hi_per_s
     hi_known_fail = False
@@ -125,7 +125,7 @@ def max_rate_one_replica(
         probe = min(max(rate_guess_per_s, min_rate_per_s), rate_hi_per_s)
         if probe > lo:
             verdict = evaluator.evaluate(1, probe)
-            if _passes(verdict):
+            if passes(verdict):
                 lo, lo_verdict = probe, verdict
                 if lo >= rate_hi_per_s:
                     return lo, lo_verdict
@@ -133,7 +133,7 @@ def max_rate_one_replica(
                 hi, hi_known_fail = probe, True
                 while bracket_factor is not None and hi / step > lo:  # walk down to a pass
                     verdict = evaluator.evaluate(1, hi / step)
-                    if _passes(verdict):
+                    if passes(verdict):
                         lo, lo_verdict = hi / step, verdict
                         break
                     hi = hi / step
@@ -143,7 +143,7 @@ def max_rate_one_replica(
     while not hi_known_fail:
         probe = min(lo * step, rate_hi_per_s)
         verdict = evaluator.evaluate(1, probe)
-        if _passes(verdict):
+        if passes(verdict):
             lo, lo_verdict = probe, verdict
             if probe >= rate_hi_per_s:
                 return lo, lo_verdict
@@ -155,7 +155,7 @@ def max_rate_one_replica(
     while hi / lo > 1.0 + rel_tol:
         mid = math.sqrt(lo * hi)
         verdict = evaluator.evaluate(1, mid)
-        if _passes(verdict):
+        if passes(verdict):
             lo, lo_verdict = mid, verdict
         else:
             hi = mid
@@ -181,14 +181,14 @@ def min_replicas(
         raise InputError(f"target rate must be > 0 req/s, got {rate_per_s}")
     start = min(max(start, 1), max_replicas)
     verdict = evaluator.evaluate(start, rate_per_s)
-    if _passes(verdict):
+    if passes(verdict):
         hi, hi_verdict = start, verdict
         lo = 0  # 0 replicas always fail
         step = 1
         while hi > 1 and not at_least_start:
             probe = max(start - step, 1)
             verdict = evaluator.evaluate(probe, rate_per_s)
-            if not _passes(verdict):
+            if not passes(verdict):
                 lo = probe
                 break
             hi, hi_verdict = probe, verdict
@@ -205,7 +205,7 @@ def min_replicas(
                 )
             probe = min(start + step, max_replicas)
             verdict = evaluator.evaluate(probe, rate_per_s)
-            if _passes(verdict):
+            if passes(verdict):
                 hi, hi_verdict = probe, verdict
                 break
             lo = probe
@@ -213,7 +213,7 @@ def min_replicas(
     while hi - lo > 1 and not (at_least_start and lo == 0):
         mid = (lo + hi) // 2
         verdict = evaluator.evaluate(mid, rate_per_s)
-        if _passes(verdict):
+        if passes(verdict):
             hi, hi_verdict = mid, verdict
         else:
             lo = mid

@@ -271,3 +271,38 @@ def test_guess_at_rate_hi_returns_without_more_evaluations() -> None:
     fake = LinearFleet(100.0)
     rate, _ = max_rate_one_replica(fake, rate_hi_per_s=10.0, min_rate_per_s=0.1, rate_guess_per_s=20.0)
     assert rate == 10.0 and len(fake.calls) == 2
+
+
+@pytest.mark.parametrize("offset", range(-12, 6))
+def test_pair_scan_then_gallop_finds_the_smallest_passing_fleet(monkeypatch: pytest.MonkeyPatch,
+                                                                 offset: int) -> None:
+    """Scanning down from the estimate two fleets at a time, then galloping from where the scan stopped,
+    finds the smallest passing fleet wherever it lies; when it is 0-4 replicas below the estimate (the
+    usual pooling gain of a state-aware router) the parallel rounds alone find it, with no sequential run."""
+    from simulator import candidate_search
+
+    capacity, start = 40.0, 83
+    answer = start + offset
+    rate = capacity * (answer - 0.5)
+    assert exact_min_replicas(rate, capacity) == answer
+    truth = LinearFleet(capacity)
+
+    def fake_prefetch(sc, found, counts, cache, pair, message) -> None:  # the two fleets of a round
+        for n in pair:
+            cache.verdicts[(n, rate)] = truth.evaluate(n, rate)
+            counts[0] += 1
+
+    class Target:
+        @staticmethod
+        def target_rate_per_s() -> float:
+            return rate
+
+    monkeypatch.setattr(candidate_search, "_prefetch", fake_prefetch)
+    sequential = LinearFleet(capacity)
+    cache, counts = CachedEvaluator(sequential), [0]
+    begin = candidate_search._scan_down_in_pairs(Target(), None, counts, cache, start, None)
+    found, _ = min_replicas(cache, rate_per_s=rate, start=begin, max_replicas=1000)
+    assert found == answer
+    assert counts[0] <= 2 * candidate_search.PAIR_ROUNDS
+    if -4 <= offset <= 0:
+        assert sequential.calls == []
