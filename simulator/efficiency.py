@@ -159,15 +159,24 @@ def model_log_factor(model_id: str, model_factors: dict[str, Any] | None, scenar
             + correction)
 
 
+def mlperf_tpot_limits_s(model_id: str) -> dict[str, float]:
+    """p99 TPOT limit (s) of each MLPerf latency scenario ('server', 'interactive') the rules define for
+    ``model_id`` (empty for a model outside MLPerf)."""
+    out = {}
+    for scenario in ("server", "interactive"):
+        try:
+            tpot_s = slo_limits_s(model_id, scenario)[1]
+        except InputError:
+            continue
+        if tpot_s is not None:
+            out[scenario] = tpot_s
+    return out
+
+
 def nearest_mlperf_scenario(model_id: str, tpot_limit_s: float) -> str:
     """The MLPerf latency scenario ('server' or 'interactive') of ``model_id`` whose p99 TPOT limit is
     nearest to ``tpot_limit_s`` in ratio; 'server' when the rules define no limits for the model."""
-    limits = {}
-    for scenario in ("server", "interactive"):
-        try:
-            limits[scenario] = slo_limits_s(model_id, scenario)[1]
-        except InputError:
-            continue
+    limits = mlperf_tpot_limits_s(model_id)
     if not limits or not tpot_limit_s > 0:
         return "server"
     return min(limits, key=lambda sc: (abs(math.log(tpot_limit_s / limits[sc])), sc != "server"))

@@ -12,7 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from simulator.deployment import Deployment, plan_memory, require_fit, tokens_per_step
-from simulator.efficiency import model_throughput_factor, nearest_mlperf_scenario, sizing_throughput_factor
+from simulator.efficiency import (
+    mlperf_tpot_limits_s,
+    model_throughput_factor,
+    nearest_mlperf_scenario,
+    sizing_throughput_factor,
+)
 from simulator.errors import InputError
 from simulator.iteration import StepModel
 
@@ -88,7 +93,12 @@ def factor_notes(model_id: str, tpot_limit_s: float | None = None) -> list[str]:
     why = (f"calibrated {model_id} factor (MLPerf Server rows measured {factor:.2f}x this roofline model's "
            f"throughput across accelerators)")
     if tpot_limit_s is None:
-        return [f"sizing multiplies throughput by x{factor:.2f}: {why}"]
+        corrections = ", ".join(
+            f"{sc.capitalize()} x{sizing_throughput_factor(model_id, tpot_s) / factor:.2f}"
+            for sc, tpot_s in mlperf_tpot_limits_s(model_id).items())
+        then = "; sizing runs also apply the simulation correction of the nearest MLPerf scenario"
+        return [f"sizing multiplies throughput by x{factor:.2f}: {why}"
+                + (f"{then} ({corrections})" if corrections else "")]
     total = sizing_throughput_factor(model_id, tpot_limit_s)
     scenario = nearest_mlperf_scenario(model_id, tpot_limit_s)
     return [f"sizing multiplies throughput by x{total:.2f}: {why}, times x{total / factor:.2f} simulation "

@@ -219,6 +219,9 @@ def test_sizing_note_states_the_factor_the_sizing_applies():
         assert f"at MLPerf {scenario}," in note
     (plain,) = factor_notes("llama2-70b")
     assert plain.startswith(f"sizing multiplies throughput by x{model_throughput_factor('llama2-70b'):.2f}:")
+    base = model_throughput_factor("llama2-70b")
+    ratios = [sizing_throughput_factor("llama2-70b", tpot_s) / base for tpot_s in (0.2, 0.04)]
+    assert plain.endswith(f"(Server x{ratios[0]:.2f}, Interactive x{ratios[1]:.2f})")
 
 
 @pytest.mark.parametrize(
