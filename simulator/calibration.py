@@ -34,8 +34,9 @@ fast rule by a few percent in most (model, scenario) pairs and by ~16% where it 
 (llama2-70b Interactive: Poisson prompt arrivals make some steps compute-bound and the step is convex in its
 prefill, a Jensen gap the mean-step rule cannot see). For each model and scenario, a systematic
 sample of ``BRIDGE_CONFIGS`` of the training rows (``bridge_specs``) is simulated and the median
-log(fast / simulated) is stored; ``replay.predict`` in full mode and sizing (``efficiency.sizing_log_factor``)
-add it, the fast evaluator does not. Measured per configuration, never on a held-out row.
+log(fast / simulated) is stored; ``replay.predict`` in full mode and sizing
+(``efficiency.sizing_throughput_factor``) add it, the fast evaluator does not. Measured on training rows only
+(a CV fold measures its own), never on a held-out row.
 Output (``fit``): {"groups": {key: {"params", "n_rows", "residuals", "provenance"}}, "meta": {...}} --
 the layout ``efficiency.lookup_efficiency`` reads from ``hardware_profiles/calibration.yaml``.
 """
@@ -414,7 +415,16 @@ def _document(items: list, state: _State, by_arch: dict, by_group: dict, source:
                   "(simulator.replay, mode='fast'); hierarchy vendor -> architecture -> group",
         "n_rows": len(items), "residual_sigma": RESIDUAL_SIGMA,
         "prior_sigmas": {"vendor": SIGMA_VENDOR, "architecture": SIGMA_ARCH, "group": SIGMA_GROUP},
-        "min_group_rows": MIN_GROUP_ROWS, "overall": _residual_stats(residuals)}}
+        "min_group_rows": MIN_GROUP_ROWS, "overall": _residual_stats(residuals),
+        "sim_correction": _correction_method(state)}}
+
+
+def _correction_method(state: _State) -> str:
+    """How the document's ``sim_correction`` values were measured (provenance for the meta block)."""
+    if not any("sim_correction" in f for f in state.model_factors.values()):
+        return "not measured"
+    return (f"median log(fast / simulated) over a systematic sample of {BRIDGE_CONFIGS} rows per model and "
+            "scenario (full simulation, seed 0); applied to simulated predictions only")
 
 
 def model_factors(document: dict) -> dict[str, Any]:
@@ -451,7 +461,7 @@ def calibrate(results: str | Path | None = None, write_to: str | Path | None = N
     """CLI entry: fit on a results CSV (default the shipped one); optionally write the YAML.
 
     Returns {"path": written path or None, "n_rows", "groups": {key: {params, n_rows, median_ape_pct}},
-    "overall": residual statistics}.
+    "model_factors" (with each model's ``sim_correction``), "overall": residual statistics}.
     """
     document = fit(mlperf.load_results(results), source=results_digest(results), log=log,
                    simulation_bridge=True, jobs=jobs)
@@ -460,6 +470,7 @@ def calibrate(results: str | Path | None = None, write_to: str | Path | None = N
                    "median_ape_pct": v.get("residuals", {}).get("median_ape_pct")}
                for k, v in document["groups"].items()}
     return {"path": str(path) if path else None, "n_rows": document["meta"]["n_rows"], "groups": summary,
+            "model_factors": model_factors(document),
             "overall": document["meta"]["overall"], "document": document}
 
 

@@ -879,6 +879,11 @@ def calibrate(
             f"{p['network_frac']:>9.3f}{p['step_overhead_ms']:>13.2f}"
             f"{'' if ape is None else f'{ape:.1f}':>8}"
         )
+    for model, entry in result["model_factors"].items():
+        corrections = entry.get("sim_correction") or {}
+        if corrections:
+            typer.echo(f"simulation correction {model}: "
+                       + ", ".join(f"{sc} x{math.exp(v):.2f}" for sc, v in corrections.items()))
     typer.echo(
         f"fitted on {result['n_rows']} rows; "
         + (f"wrote {result['path']}" if result["path"] else "not written (use --write or --out)")
