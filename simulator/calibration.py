@@ -280,6 +280,11 @@ def _scenario_round_offsets(mine: list[tuple[mlperf.ReplaySpec, float]], by_scen
     return out
 
 
+def _config(spec: mlperf.ReplaySpec) -> str:
+    """The configuration of a single-part row (its part key and GPU count): rows sharing it predict alike."""
+    return str(replay.part_keys(spec)[0])
+
+
 def bridge_specs(items: Sequence[tuple[mlperf.ResultRow, mlperf.ReplaySpec, list[str]]]
                  ) -> dict[tuple[str, str], list[mlperf.ReplaySpec]]:
     """Per (model, scenario): a systematic sample of ``BRIDGE_CONFIGS`` of its single-part rows (sorted by
@@ -287,10 +292,9 @@ def bridge_specs(items: Sequence[tuple[mlperf.ResultRow, mlperf.ReplaySpec, list
     share of the rows: the median over the picks estimates the median over the rows."""
     rows: dict[tuple[str, str], list[tuple[str, mlperf.ReplaySpec]]] = {}
     for row, spec, _ in items:
-        parts = replay.part_keys(spec)
-        if len(parts) == 1:
+        if len(replay.part_keys(spec)) == 1:
             rows.setdefault((spec.model_id, spec.scenario), []).append(
-                (f"{parts[0]}|{row.version}|{row.system_name}", spec))
+                (f"{_config(spec)}|{row.version}|{row.system_name}", spec))
     out = {}
     for pair, its in sorted(rows.items()):
         its.sort(key=lambda it: it[0])
@@ -311,7 +315,7 @@ def _fit_simulation_correction(items: list, state: _State, jobs: int) -> None:
     """``sim_correction`` per model and scenario: the median ``_log_fast_over_simulated`` over
     ``bridge_specs`` (see the module docstring)."""
     picks = bridge_specs(items)
-    configs = {str(replay.part_keys(spec)[0]): spec for specs in picks.values() for spec in specs}
+    configs = {_config(spec): spec for specs in picks.values() for spec in specs}
     cal = state.calibration()
     if jobs > 1 and len(configs) > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
@@ -320,7 +324,7 @@ def _fit_simulation_correction(items: list, state: _State, jobs: int) -> None:
         logs = [_log_fast_over_simulated(spec, cal) for spec in configs.values()]
     by_config = dict(zip(configs, logs, strict=True))
     for (model, scenario), specs in picks.items():
-        mine = [v for spec in specs if (v := by_config[str(replay.part_keys(spec)[0])]) is not None]
+        mine = [v for spec in specs if (v := by_config[_config(spec)]) is not None]
         if mine and model in state.model_factors:
             state.model_factors[model].setdefault("sim_correction", {})[scenario] = round(
                 statistics.median(mine), 4)

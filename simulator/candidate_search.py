@@ -357,7 +357,7 @@ def _scan_down_in_pairs(sc: Scenario, found: Found, counts: list[int], cache: Ca
     ``start`` when it failed (the search gallops up from there). Verdicts are the cached ones, so the
     answer is the one sequential search would find with a monotone verdict."""
     rate = sc.target_rate_per_s()
-    n, lowest_pass = start, None
+    n = lowest_pass = start
     for _ in range(PAIR_ROUNDS):
         if n < 2:
             break
@@ -369,7 +369,7 @@ def _scan_down_in_pairs(sc: Scenario, found: Found, counts: list[int], cache: Ca
         if not lower:
             break
         n -= 2
-    return lowest_pass if lowest_pass is not None else start
+    return lowest_pass
 
 
 def _too_big_to_verify(sc: Scenario, found: Found, evaluator: Evaluator) -> str | None:
