@@ -217,8 +217,8 @@ def _stability(cal: dict[str, Any]) -> list[str]:
 def _params_table(doc: dict[str, Any]) -> list[str]:
     lines = [
         "| key | level | rows | compute_frac | memory_frac | network_frac | step_overhead_ms | "
-        "median APE % (fit) | log-residual p05 / p95 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "seq_overhead_us | median APE % (fit) | log-residual p05 / p95 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for key, g in doc["groups"].items():
         p = g["params"]
@@ -227,6 +227,7 @@ def _params_table(doc: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {key} | {g['provenance']['level']} | {g['n_rows']} | {p['compute_frac']:.3f} | "
             f"{p['memory_frac']:.3f} | {p['network_frac']:.3f} | {p['step_overhead_ms']:.2f} | "
+            f"{p['seq_overhead_us']:.1f} | "
             f"{_fmt(res.get('median_ape_pct'))} | {_fmt(q.get('p05'), 3)} / {_fmt(q.get('p95'), 3)} |"
         )
     return lines
@@ -386,7 +387,8 @@ def _render(payload: dict[str, Any]) -> list[str]:
         "of the last batch are amortised over an MLPerf-length run (>= 600 s and >= the min query count), "
         "plus the imbalance of statically fed replicas. Server / Interactive: LoadGen-like search on the "
         "Poisson rate of one replica for the highest rate whose run meets both p99 limits. Calibration "
-        "(`simulator/calibration.py`) fits compute_frac, memory_frac and step_overhead_ms per accelerator x "
+        "(`simulator/calibration.py`) fits compute_frac, memory_frac, step_overhead_ms and seq_overhead_us "
+        "(a cost per decoding sequence per step) per accelerator x "
         "format x framework (network_frac per vendor), pooled vendor -> architecture -> group with "
         "shrinkage, on a fast steady-state evaluator built from the same `StepModel`. On top, per "
         "benchmark model: a log throughput factor per scenario (shrunk toward the model's), an offset "

@@ -1,7 +1,8 @@
 """Fit the efficiency factors of the iteration-time model to measured MLPerf results.
 
 Parameters (per group = accelerator x GEMM compute family x framework family, key
-``efficiency.calibration_key``): ``compute_frac``, ``memory_frac``, ``step_overhead_ms``; ``network_frac``
+``efficiency.calibration_key``): ``compute_frac``, ``memory_frac``, ``step_overhead_ms``, ``seq_overhead_us``
+(per decoding sequence per step); ``network_frac``
 is pooled per vendor. They are fitted as log multipliers ``delta`` on the uncalibrated defaults
 (``efficiency.yaml``), in a hierarchy that pools sparse groups:
 
@@ -12,8 +13,8 @@ is pooled per vendor. They are fitted as log multipliers ``delta`` on the uncali
 Each level minimises sum(log residual^2) / RESIDUAL_SIGMA^2 + prior penalty (a MAP fit, so a group
 with few rows stays near its pool: shrinkage). The residual is log(measured / predicted) with the
 ``replay`` fast steady-state evaluator (the same ``StepModel`` the simulation uses). Optimiser: a
-bounded Nelder-Mead written here (numpy only). Fractions are clipped to [FRAC_MIN, 1] and the overhead
-to [0, OVERHEAD_MAX_MS], so every fitted efficiency is physical.
+bounded Nelder-Mead written here (numpy only). Fractions are clipped to [FRAC_MIN, 1] and the overheads
+to [0, OVERHEAD_MAX_MS] and [0, SEQ_OVERHEAD_MAX_US], so every fitted efficiency is physical.
 
 An architecture without rows inherits its vendor's multipliers (applied to its own defaults).
 
@@ -77,7 +78,8 @@ SIGMA_VERSION = 0.3         # prior spread of a round's (software) offset (log)
 MIN_GROUP_ROWS = 4          # fewer rows: the group gets no entry of its own (its pool answers)
 BRIDGE_CONFIGS = 5          # rows sampled per (model, scenario) for the simulation correction
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
-_PARAMS = ("compute_frac", "memory_frac", "step_overhead_ms")
+_PARAMS = ("compute_frac", "memory_frac", "step_overhead_ms", "seq_overhead_us")
+SEQ_OVERHEAD_MAX_US = 200.0
 
 
 # ------------------------------------------------------------------------------------------ rows
@@ -135,6 +137,8 @@ def _apply(base: Efficiency, delta: np.ndarray, network_delta: float) -> dict[st
         "network_frac": float(np.clip(base.network_frac * math.exp(network_delta), FRAC_MIN, 1.0)),
         "step_overhead_ms": float(np.clip(units.s_to_ms(base.step_overhead_s) * math.exp(delta[2]), 0.0,
                                           OVERHEAD_MAX_MS)),
+        "seq_overhead_us": float(np.clip(units.s_to_us(base.seq_overhead_s) * math.exp(delta[3]), 0.0,
+                                         SEQ_OVERHEAD_MAX_US)),
     }
 
 
@@ -148,10 +152,10 @@ class _State:
         self.model_factors: dict[str, Any] = {}
 
     def vendor_delta(self, vendor: str) -> np.ndarray:
-        return self.vendor.get(vendor, np.zeros(4))
+        return self.vendor.get(vendor, np.zeros(len(_PARAMS) + 1))
 
     def arch_delta(self, arch: str, vendor: str) -> np.ndarray:
-        return self.arch.get(arch, self.vendor_delta(vendor)[:3])
+        return self.arch.get(arch, self.vendor_delta(vendor)[:len(_PARAMS)])
 
     def calibration(self) -> dict[str, Any]:
         cal: dict[str, Any] = {}
@@ -160,11 +164,11 @@ class _State:
             fw = "trtllm" if acc.vendor == "nvidia" else "vllm"
             base = _defaults(acc_id, acc.supported_compute_formats[0], fw)
             cal[f"architecture:{arch}"] = {"params": _apply(base, self.arch_delta(arch, acc.vendor),
-                                                            self.vendor_delta(acc.vendor)[3])}
+                                                            self.vendor_delta(acc.vendor)[-1])}
         for key, delta in self.group.items():
             acc_id, family, fw = key.split("/")
             base = _defaults(acc_id, family, fw)
-            cal[key] = {"params": _apply(base, delta, self.vendor_delta(_vendor(acc_id))[3])}
+            cal[key] = {"params": _apply(base, delta, self.vendor_delta(_vendor(acc_id))[-1])}
         return cal
 
 
@@ -347,14 +351,15 @@ def fit(rows: Sequence[mlperf.ResultRow], source: str = "", log: Callable[[str],
     for vendor, its in sorted(by_vendor.items()):
         def set_vendor(x: np.ndarray, v: str = vendor) -> None:
             state.vendor[v] = x
-        _fit_level(its, state, set_vendor, np.zeros(4), np.zeros(4), SIGMA_VENDOR)
+        _fit_level(its, state, set_vendor, np.zeros(len(_PARAMS) + 1), np.zeros(len(_PARAMS) + 1),
+                   SIGMA_VENDOR)
         say(f"vendor {vendor}: {len(its)} rows")
     by_arch: dict[str, list] = {}
     for it in items:
         by_arch.setdefault(_arch(it[1].accelerator_id), []).append(it)
     for arch, its in sorted(by_arch.items()):
         vendor = _vendor(its[0][1].accelerator_id)
-        prior = state.vendor_delta(vendor)[:3].copy()
+        prior = state.vendor_delta(vendor)[:len(_PARAMS)].copy()
 
         def set_arch(x: np.ndarray, a: str = arch) -> None:
             state.arch[a] = x
@@ -521,5 +526,5 @@ def efficiency_quantiles(acc_id: str, family: str, framework: str, q: float,
     base = lookup_efficiency(acc_id, _arch(acc_id), family, framework, calibration=doc.get("groups", {}))
     factor = math.exp(residual_quantile(acc_id, family, framework, q, doc))
     scaled = base.scaled(compute_frac=factor, memory_frac=factor, network_frac=factor,
-                         step_overhead_s=1.0 / factor)
+                         step_overhead_s=1.0 / factor, seq_overhead_s=1.0 / factor)
     return scaled

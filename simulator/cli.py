@@ -869,14 +869,15 @@ def calibrate(
         print_json(result)
         return
     typer.echo(
-        f"{'group':<34}{'rows':>6}{'compute':>9}{'memory':>8}{'network':>9}{'overhead ms':>13}{'APE %':>8}"
+        f"{'group':<34}{'rows':>6}{'compute':>9}{'memory':>8}{'network':>9}{'overhead ms':>13}"
+        f"{'per seq us':>12}{'APE %':>8}"
     )
     for key, g in result["groups"].items():
         p = g["params"]
         ape = g.get("median_ape_pct")
         typer.echo(
             f"{key:<34}{g['n_rows']:>6}{p['compute_frac']:>9.3f}{p['memory_frac']:>8.3f}"
-            f"{p['network_frac']:>9.3f}{p['step_overhead_ms']:>13.2f}"
+            f"{p['network_frac']:>9.3f}{p['step_overhead_ms']:>13.2f}{p['seq_overhead_us']:>12.1f}"
             f"{'' if ape is None else f'{ape:.1f}':>8}"
         )
     for model, entry in result["model_factors"].items():

@@ -2,12 +2,14 @@
 
 Each factor is a fraction of the ideal of the algorithm actually used: ``compute_frac`` of the dense
 tensor-core peak, ``memory_frac`` of HBM peak bandwidth, ``network_frac`` of the collective's
-bandwidth bound on its topology, plus a fixed ``step_overhead_s`` per engine step. Defaults come
+bandwidth bound on its topology, plus a fixed ``step_overhead_s`` per engine step and ``seq_overhead_s``
+per sequence decoding in that step (sampling, per-sequence attention work, scheduler bookkeeping: what
+grows with the batch but not with bytes or FLOPs). Defaults come
 from measured fractions of peak (``hardware_profiles/efficiency.yaml``); calibration against MLPerf
 results writes ``hardware_profiles/calibration.yaml``, whose entries take precedence.
 
 Invariant: every fraction lies in (0, 1] except ``nvls_network_frac``, which may exceed 1 because
-an in-network reduction beats the ring bound; overheads are >= 0.
+an in-network reduction beats the ring bound; both overheads are >= 0.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Efficiency:
     step_overhead_s: float
     nvls_network_frac: float
     nvls_min_gpus: int
+    seq_overhead_s: float = 0.0  # per sequence in the step's decode batch (sampling, per-sequence kernels)
     source: str = "defaults"
 
     def scaled(self, **factors: float) -> Efficiency:
@@ -134,6 +137,7 @@ def lookup_efficiency(
         step_overhead_s=units.ms_to_s(merged["step_overhead_ms"]),
         nvls_network_frac=nvls.get("network_frac", merged["network_frac"]),
         nvls_min_gpus=int(nvls.get("min_gpus", 5)),
+        seq_overhead_s=units.us_to_s(merged.get("seq_overhead_us", 0.0)),
         source=source,
     )
 

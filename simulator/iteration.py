@@ -10,6 +10,7 @@ It is priced per GPU of one pipeline stage as a sum of rooflines plus communicat
           + max(F_attn / P_attn, B_kv / BW)           attention over the KV cache
           + all-reduce / all-to-all over the scale-up fabric (TP, EP)
     step  = scale * pp * (stage on 1/pp of the batch + pipeline hand-off) + fixed per-step overhead
+            + per-sequence overhead x decoding sequences
 
 where P = dense peak of the GEMM's compute format x ``compute_frac`` and BW = HBM peak x
 ``memory_frac``. With PP the replica keeps ``pp`` micro-batches in flight, so every sequence
@@ -123,6 +124,7 @@ class StepModel:
         "_pp",
         "_q",
         "_scale",
+        "_seq_overhead_s",
         "_tau",
         "_tp",
     )
@@ -196,6 +198,7 @@ class StepModel:
                 self._a2a_bw = _alltoall_rate(acc, eff, self._tp)
         self._p2p_bw = self._p2p_link_bw * eff.network_frac
         self._overhead_s = eff.step_overhead_s
+        self._seq_overhead_s = eff.seq_overhead_s
 
     def _init_weights(self, dep: Deployment) -> None:
         m, lay = dep.model, dep.layout
@@ -342,7 +345,8 @@ class StepModel:
             a2a_s = self._a2a_bytes_per_token * tokens / self._a2a_bw
             comm += a2a_s + 2.0 * self._moe_layers * self._latency_s
         p2p = self._p2p_bytes_per_token * tokens / self._p2p_bw + self._latency_s if pp > 1 else 0.0
-        return self._scale * pp * (dense + moe + attn + comm + p2p) + self._overhead_s
+        return (self._scale * pp * (dense + moe + attn + comm + p2p) + self._overhead_s
+                + self._seq_overhead_s * decode_seqs)
 
     def time_of(self, shape: BatchShape) -> float:
         """``step_time_s`` for a ``BatchShape``."""

@@ -653,7 +653,7 @@ def simulate_server(dep: Deployment, key: PartKey, lens: Lengths, fast_tput: flo
 def _efficiency_signature(dep: Deployment) -> tuple:
     e = dep.efficiency
     return (round(e.compute_frac, 6), round(e.memory_frac, 6), round(e.network_frac, 6),
-            round(e.step_overhead_s, 9))
+            round(e.step_overhead_s, 9), round(e.seq_overhead_s, 12))
 
 
 _FULL_CACHE: dict[tuple, dict[str, Any]] = {}

@@ -31,6 +31,7 @@ def _assert_physical(groups: dict) -> None:
         for name in PHYSICAL:
             assert 0.0 < params[name] <= 1.0, (key, name, params[name])
         assert 0.0 <= params["step_overhead_ms"] <= calibration.OVERHEAD_MAX_MS, key
+        assert 0.0 <= params["seq_overhead_us"] <= calibration.SEQ_OVERHEAD_MAX_US, key
 
 
 def test_nelder_mead_finds_a_quadratic_minimum() -> None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from simulator.deployment import Layout, kv_bytes_per_token_per_gpu, make_deployment, plan_memory
 from simulator.errors import InputError
-from simulator.iteration import BatchShape, StepModel
+from simulator.iteration import BatchShape, StepModel, prefill_pairs
 
 CASES = [
     ("llama2-70b", "h200", "fp8", 8),
@@ -163,11 +163,32 @@ def test_step_time_scale_multiplies_kernel_time_not_the_overhead():
     base = _dep("llama2-70b", "h200", "fp8", 2, step_time_scale=1.0)
     slow = dataclasses.replace(base, step_time_scale=2.5)
     shape = StepModel(base).decode_shape(64, 1000)
-    overhead_s = base.efficiency.step_overhead_s
+    overhead_s = base.efficiency.step_overhead_s + 64 * base.efficiency.seq_overhead_s
     kernel_s = StepModel(base).time_of(shape) - overhead_s
     assert StepModel(slow).time_of(shape) - overhead_s == pytest.approx(2.5 * kernel_s)
     with pytest.raises(InputError):
         _dep("llama2-70b", "h200", "fp8", 2, step_time_scale=0.0)
+
+
+def test_per_sequence_overhead_adds_exactly_its_cost_per_decoding_sequence():
+    base = _dep("llama2-70b", "h200", "fp8", 2, step_time_scale=1.0)
+    eff = base.efficiency
+    none = dataclasses.replace(base, efficiency=dataclasses.replace(eff, seq_overhead_s=0.0))
+    some = dataclasses.replace(base, efficiency=dataclasses.replace(eff, seq_overhead_s=25e-6))
+    slow = dataclasses.replace(some, step_time_scale=3.0)
+    for batch in (1, 64, 512):
+        shape = StepModel(base).decode_shape(batch, 1000)
+        extra_s = StepModel(some).time_of(shape) - StepModel(none).time_of(shape)
+        assert extra_s == pytest.approx(25e-6 * batch, rel=1e-9)
+        # not a kernel time: the kernel scale leaves it alone
+        kernel_s = StepModel(none).time_of(shape) - eff.step_overhead_s
+        assert StepModel(slow).time_of(shape) == pytest.approx(
+            3.0 * kernel_s + eff.step_overhead_s + 25e-6 * batch)
+    prefill_only = BatchShape(prefill_tokens=512, prefill_pairs_full=prefill_pairs(512, 0))
+    assert StepModel(some).time_of(prefill_only) == pytest.approx(StepModel(none).time_of(prefill_only))
+    # the twin used by calibration prices it too
+    assert StepModel(none).with_efficiency(some.efficiency).time_of(shape) == pytest.approx(
+        StepModel(some).time_of(shape))
 
 
 def test_model_throughput_factor_takes_the_scenario_factor_plus_the_latest_round():

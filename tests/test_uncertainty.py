@@ -38,7 +38,7 @@ def test_shipped_calibration_cases_match_efficiency_quantiles():
     for tag, q in expected.items():
         got = cases[tag].efficiency
         want = calibration.efficiency_quantiles("mi355x", dep.compute_family, dep.framework, q, doc)
-        for field in ("compute_frac", "memory_frac", "network_frac", "step_overhead_s"):
+        for field in ("compute_frac", "memory_frac", "network_frac", "step_overhead_s", "seq_overhead_s"):
             assert getattr(got, field) == pytest.approx(getattr(want, field)), (tag, field)
         assert cases[tag].accelerator_overrides == ()  # shipping hardware: residuals only
     assert "mi355x/fp4/vllm" in cases["p05"].note and "MLPerf rows" in cases["p05"].note
@@ -59,6 +59,7 @@ def test_residuals_scale_fractions_and_overhead_oppositely():
     eff, slow, fast = dep.efficiency, cases["p95"].efficiency, cases["p05"].efficiency
     assert slow.memory_frac == pytest.approx(0.5 * eff.memory_frac)
     assert slow.step_overhead_s == pytest.approx(2.0 * eff.step_overhead_s)
+    assert slow.seq_overhead_s == pytest.approx(2.0 * eff.seq_overhead_s)
     assert fast.memory_frac == pytest.approx(min(1.0, 1.5 * eff.memory_frac))
     assert fast.compute_frac <= 1.0 and fast.network_frac <= 1.0  # clipped
     with pytest.raises(InputError, match="0 < low < high < 1"):
