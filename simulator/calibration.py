@@ -79,7 +79,7 @@ MIN_GROUP_ROWS = 4          # fewer rows: the group gets no entry of its own (it
 BRIDGE_CONFIGS = 5          # rows sampled per (model, scenario) for the simulation correction
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 _PARAMS = ("compute_frac", "memory_frac", "step_overhead_ms", "seq_overhead_us")
-SEQ_OVERHEAD_MAX_US = 200.0
+SEQ_OVERHEAD_MAX_US = 200.0  # per decoding sequence per step: 10x the prior centre (efficiency.yaml)
 
 
 # ------------------------------------------------------------------------------------------ rows
@@ -520,11 +520,8 @@ def efficiency_quantiles(acc_id: str, family: str, framework: str, q: float,
     """Calibrated efficiency scaled by exp(residual quantile q): q=0.05 is the pessimistic p05 case.
 
     Throughput scales roughly with efficiency, so fractions are multiplied by exp(r_q) (clipped to
-    (0, 1]) and the per-step overhead divided by it. Sizing uses q=0.05/0.95 for gpus_p95/gpus_p05.
+    (0, 1]) and both overheads divided by it. Sizing uses q=0.05/0.95 for gpus_p95/gpus_p05.
     """
     doc = document if document is not None else load_calibration()
     base = lookup_efficiency(acc_id, _arch(acc_id), family, framework, calibration=doc.get("groups", {}))
-    factor = math.exp(residual_quantile(acc_id, family, framework, q, doc))
-    scaled = base.scaled(compute_frac=factor, memory_frac=factor, network_frac=factor,
-                         step_overhead_s=1.0 / factor, seq_overhead_s=1.0 / factor)
-    return scaled
+    return base.scaled_by_residual(residual_quantile(acc_id, family, framework, q, doc))

@@ -61,6 +61,13 @@ class Efficiency:
             values[name] = value
         return replace(self, **values)
 
+    def scaled_by_residual(self, log_residual: float) -> Efficiency:
+        """A copy as fast as a calibration residual r says: fractions times exp(r) (clipped to 1), both
+        overheads divided by it (r < 0: slower than the calibrated model)."""
+        factor = math.exp(log_residual)
+        return self.scaled(compute_frac=factor, memory_frac=factor, network_frac=factor,
+                           step_overhead_s=1.0 / factor, seq_overhead_s=1.0 / factor)
+
 
 def normalise_framework(name: str) -> str:
     """Map a framework name (e.g. 'TensorRT-LLM', 'vLLM') to its family id; InputError if unknown."""

@@ -197,12 +197,8 @@ def spread(
 
 
 def scaled_efficiency(eff: Efficiency, log_residual: float) -> Efficiency:
-    """``eff`` with fractions times exp(r) (clipped to 1) and the step overhead divided by it."""
-    factor = math.exp(log_residual)
-    return eff.scaled(
-        compute_frac=factor, memory_frac=factor, network_frac=factor, step_overhead_s=1.0 / factor,
-        seq_overhead_s=1.0 / factor,
-    )
+    """``eff`` with fractions times exp(r) (clipped to 1) and both overheads divided by it."""
+    return eff.scaled_by_residual(log_residual)
 
 
 def _overrides(dep: Deployment, ranges: tuple[tuple[str, float, float], ...], optimistic: bool
