@@ -40,7 +40,25 @@ def test_lookup_resolves_for_every_accelerator(acc, framework):
     for family in acc.supported_compute_formats:
         eff = lookup_efficiency(acc.id, acc.architecture, family, framework)
         assert 0 < eff.compute_frac <= 1 and 0 < eff.memory_frac <= 1 and 0 < eff.network_frac <= 1
-        assert eff.step_overhead_s >= 0
+        assert eff.step_overhead_s >= 0 and eff.seq_overhead_s >= 0
+
+
+def test_both_overheads_come_from_the_calibration_file_in_their_units():
+    """Every calibrated group's step overhead (ms) and per-sequence cost (us) reach the deployment in s."""
+    from simulator import units
+    from simulator.calibration import load_calibration
+    from simulator.hardware import load_accelerator
+
+    groups = load_calibration()["groups"]
+    keys = [k for k in groups if not k.startswith("architecture:")]
+    assert keys
+    for key in keys:
+        acc_id, family, framework = key.split("/")
+        eff = lookup_efficiency(acc_id, load_accelerator(acc_id).architecture, family, framework)
+        params = groups[key]["params"]
+        assert eff.step_overhead_s == pytest.approx(units.ms_to_s(params["step_overhead_ms"])), key
+        assert eff.seq_overhead_s == pytest.approx(units.us_to_s(params["seq_overhead_us"])), key
+        assert eff.seq_overhead_s > 0, key
 
 
 def test_framework_names():
