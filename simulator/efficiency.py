@@ -144,7 +144,7 @@ def lookup_efficiency(
         step_overhead_s=units.ms_to_s(merged["step_overhead_ms"]),
         nvls_network_frac=nvls.get("network_frac", merged["network_frac"]),
         nvls_min_gpus=int(nvls.get("min_gpus", 5)),
-        seq_overhead_s=units.us_to_s(merged.get("seq_overhead_us", 0.0)),
+        seq_overhead_s=units.us_to_s(merged["seq_overhead_us"]),
         source=source,
     )
 

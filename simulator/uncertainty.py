@@ -37,7 +37,7 @@ import numpy as np
 
 from simulator import calibration, units
 from simulator.deployment import Deployment
-from simulator.efficiency import Efficiency, calibration_key
+from simulator.efficiency import calibration_key
 from simulator.errors import InputError
 from simulator.formats import Precision, gemm_compute_family
 from simulator.variants import Variant
@@ -196,11 +196,6 @@ def spread(
     )
 
 
-def scaled_efficiency(eff: Efficiency, log_residual: float) -> Efficiency:
-    """``eff`` with fractions times exp(r) (clipped to 1) and both overheads divided by it."""
-    return eff.scaled_by_residual(log_residual)
-
-
 def _overrides(dep: Deployment, ranges: tuple[tuple[str, float, float], ...], optimistic: bool
                ) -> tuple[tuple[str, float], ...]:
     out = []
@@ -215,7 +210,7 @@ def cases(dep: Deployment, sp: Spread) -> dict[str, Variant]:
     """{optimistic tag: case, pessimistic tag: case} of ``dep`` (see the module docstring)."""
     note = sp.note()
     return {
-        tag: Variant(scaled_efficiency(dep.efficiency, r), _overrides(dep, sp.figure_ranges, good), note,
+        tag: Variant(dep.efficiency.scaled_by_residual(r), _overrides(dep, sp.figure_ranges, good), note,
                      bound="low" if good else "high")
         for tag, r, good in (
             (sp.optimistic_tag, sp.log_residual_high, True),

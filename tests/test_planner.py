@@ -213,10 +213,9 @@ def variant_capacity(sc: Scenario, log_residual: float, hardware: str = "mi355x"
     import dataclasses
 
     from simulator.candidate_search import _deploy
-    from simulator.uncertainty import scaled_efficiency
 
     dep = _deploy(sc, next(c for c in enumerate_candidates(sc) if c.hardware == hardware))
-    scaled = dataclasses.replace(dep, efficiency=scaled_efficiency(dep.efficiency, log_residual))
+    scaled = dataclasses.replace(dep, efficiency=dep.efficiency.scaled_by_residual(log_residual))
     return Factory().capacity(scaled, sc)
 
 
