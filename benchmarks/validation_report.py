@@ -39,14 +39,17 @@ def _fmt(x: Any, digits: int = 1) -> str:
 
 
 def _stats_row(title: str, s: dict[str, Any]) -> str:
+    within = f"{s['within_interval']:.0%}" if "within_interval" in s else "n/a"
     return (f"| {title} | {s['n']} | {s['n_predicted']} | {s['coverage']:.1%} | "
-            f"{_fmt(s['median_ape_pct'])} | {_fmt(s['mean_ape_pct'])} | {_fmt(s['p90_ape_pct'])} |")
+            f"{_fmt(s['median_ape_pct'])} | {_fmt(s['mean_ape_pct'])} | {_fmt(s['p90_ape_pct'])} | "
+            f"{within} |")
 
 
 def _summary_table(summary: dict[str, Any], title: str) -> list[str]:
     lines = [
-        f"| {title} | rows | predicted | coverage | median APE % | mean APE % | p90 APE % |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| {title} | rows | predicted | coverage | median APE % | mean APE % | p90 APE % | measured within "
+        "p05-p95 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines.append(_stats_row("**all**", summary["overall"]))
     if summary.get("excluding_blind_spots"):
@@ -304,13 +307,53 @@ def _peer_spread(rows: list[mlperf.ResultRow], results: dict[str, dict[str, Any]
                     entry.setdefault(name, []).append(ape[name][_row_id(r)])
     lines = ["| model | rows with a peer | peers' median: median / p90 APE % | fleetsim leave-one-system-out "
              "| fleetsim in-sample (full) |", "|---|---:|---:|---:|---:|"]
-
-    def cell(xs: list[float] | None) -> str:
-        return f"{np.median(xs):.1f} / {np.percentile(xs, 90):.1f}" if xs else "n/a"
     for model, entry in sorted(per_model.items()):
-        lines.append(f"| {model} | {len(entry['peers'])} | {cell(entry['peers'])} | "
-                     f"{cell(entry.get('system'))} | {cell(entry.get('in'))} |")
+        lines.append(f"| {model} | {len(entry['peers'])} | {_ape_cell(entry['peers'])} | "
+                     f"{_ape_cell(entry.get('system'))} | {_ape_cell(entry.get('in'))} |")
     return lines
+
+
+def _round_drift(rows: list[mlperf.ResultRow], results: dict[str, dict[str, Any]]) -> list[str]:
+    """How far results move between rounds on one configuration: per model, each row whose configuration
+    (model, scenario, accelerator, GPU count) was measured in an earlier round, predicted by the median
+    measured value of the latest such round (a forecast that knows the hardware and assumes the software
+    stood still), against fleetsim's fit-on-older-rounds errors on the same rows."""
+    configs: dict[tuple, dict[str, list[float]]] = {}
+    specs = {}
+    for r in rows:
+        spec = mlperf.replay_spec(r)
+        if r.measured and r.measured > 0 and not isinstance(spec, mlperf.Unsupported):
+            specs[_row_id(r)] = key = (spec.model_id, spec.scenario, r.accelerator, r.total_accelerators)
+            configs.setdefault(key, {}).setdefault(r.version, []).append(r.measured)
+    version_ape = {_row_id(x): x["ape_pct"] for x in results["version"]["rows"]
+                   if validation.finite(x.get("ape_pct"))}
+    per_model: dict[str, dict[str, list[float]]] = {}
+    for r in rows:
+        key = specs.get(_row_id(r))
+        if key is None:
+            continue
+        older = [v for v in configs[key] if mlperf.version_key(v) < mlperf.version_key(r.version)]
+        entry = per_model.setdefault(key[0], {"persist": [], "fleetsim": [], "new": []})
+        if not older:
+            if _row_id(r) in version_ape:
+                entry["new"].append(version_ape[_row_id(r)])
+            continue
+        latest = max(older, key=mlperf.version_key)
+        entry["persist"].append(mlperf.ape_pct(r.measured, statistics.median(configs[key][latest])))
+        if _row_id(r) in version_ape:
+            entry["fleetsim"].append(version_ape[_row_id(r)])
+    lines = ["| model | rows measured before on the same configuration | previous round's median: median / "
+             "p90 APE % | fleetsim fit-on-older-rounds, same rows | rows of a configuration new in its round "
+             "| fleetsim fit-on-older-rounds on them |", "|---|---:|---:|---:|---:|---:|"]
+    for model, entry in sorted(per_model.items()):
+        lines.append(f"| {model} | {len(entry['persist'])} | {_ape_cell(entry['persist'])} | "
+                     f"{_ape_cell(entry['fleetsim'])} | {len(entry['new'])} | {_ape_cell(entry['new'])} |")
+    return lines
+
+
+def _ape_cell(xs: list[float] | None) -> str:
+    """'median / p90' of absolute percentage errors, or 'n/a'."""
+    return f"{np.median(xs):.1f} / {np.percentile(xs, 90):.1f}" if xs else "n/a"
 
 
 def _blind(result: dict[str, Any]) -> list[str]:
@@ -404,6 +447,13 @@ def _render(payload: dict[str, Any]) -> list[str]:
         "of the MLPerf scenario whose p99 TPOT limit is nearest to the sizing's the same way: a replica "
         "carrying a real rate is simulated at rate / factor and its tokens/s multiplied back.",
         "",
+        "Every prediction carries the interval sizing reports as `gpus_p05`-`gpus_p95`: the prediction "
+        "times exp of the calibration's 5th and 95th percentile log residuals, at each end the wider of "
+        "the accelerator group's rows and the benchmark model's rows (`uncertainty.residual_bounds`). "
+        "'measured within p05-p95' is how often the measured value fell inside it (nominal 90%); in the "
+        "cross-validations each fold's own calibration sets the interval, so it is tested on rows that "
+        "calibration never saw.",
+        "",
     ]
     out += ["## Out-of-sample: fit on older rounds, predict each newer round (`validate --cv version`)", ""]
     out += _summary_table(results["version"]["summary"], "rows the fit never saw")
@@ -441,6 +491,17 @@ def _render(payload: dict[str, Any]) -> list[str]:
         "disaggregation); fleetsim's errors on the same rows are beside it.",
         "",
         *_peer_spread(rows, results),
+        "",
+        "## How far results move between rounds on one configuration",
+        "",
+        "A floor for predicting a newer round: each row whose configuration (model, scenario, accelerator, "
+        "GPU count) was measured in an earlier round is 'predicted' by the median measured value of the "
+        "latest such round, a forecast that knows the hardware exactly and assumes the software stood "
+        "still. Where that misses by tens of percent, software moved between rounds by that much, which no "
+        "fit on older rounds can foresee; fleetsim's fit-on-older-rounds errors on the same rows are beside "
+        "it.",
+        "",
+        *_round_drift(rows, results),
         "",
     ]
     out += ["## In-sample: calibration fitted on all rows, full simulation", ""]

@@ -38,8 +38,10 @@ sample of ``BRIDGE_CONFIGS`` of the training rows (``bridge_specs``) is simulate
 log(fast / simulated) is stored; ``replay.predict`` in full mode and sizing
 (``efficiency.sizing_throughput_factor``) add it, the fast evaluator does not. Measured on training rows only
 (a CV fold measures its own), never on a held-out row.
-Output (``fit``): {"groups": {key: {"params", "n_rows", "residuals", "provenance"}}, "meta": {...}} --
-the layout ``efficiency.lookup_efficiency`` reads from ``hardware_profiles/calibration.yaml``.
+Output (``fit``): {"groups": {key: {"params", "n_rows", "residuals", "provenance"}}, "model_factors": {model:
+{..., "residuals"}}, "meta": {...}} -- the layout ``efficiency.lookup_efficiency`` reads from
+``hardware_profiles/calibration.yaml``; the residuals (log measured / predicted of the final fit, per group
+and per model) set the sizing intervals (``uncertainty``) and validation's p05-p95 predictions.
 """
 
 from __future__ import annotations
@@ -419,6 +421,9 @@ def _document(items: list, state: _State, by_arch: dict, by_group: dict, source:
                              "models": sorted({it[1].model_id for it in its}),
                              "versions": sorted({it[0].version for it in its})}
         groups[key] = doc
+    for model, entry in state.model_factors.items():   # the model's scatter, for sizing intervals
+        entry["residuals"] = _residual_stats(np.asarray(
+            [r for it, r in zip(items, residuals, strict=True) if it[1].model_id == model]))
     return {"groups": groups, "model_factors": state.model_factors, "meta": {
         "method": "MAP fit of log multipliers on efficiency.yaml defaults; fast steady-state evaluator "
                   "(simulator.replay, mode='fast'); hierarchy vendor -> architecture -> group",
@@ -495,33 +500,3 @@ def load_calibration(path: str | Path | None = None) -> dict:
     except yaml.YAMLError as exc:
         raise InputError(f"{p}: malformed YAML ({str(exc).splitlines()[0]})") from None
 
-
-def residual_quantile(acc_id: str, family: str, framework: str, q: float,
-                      document: dict | None = None) -> float:
-    """Log residual (log measured/predicted) at quantile ``q`` of the group, else its architecture pool.
-
-    Interpolates linearly between the stored quantiles (p05..p95; clamped outside). 0.0 without data.
-    """
-    if not 0.0 < q < 1.0:
-        raise InputError(f"quantile must lie in (0, 1), got {q}")
-    groups = (document if document is not None else load_calibration()).get("groups", {})
-    for key in (calibration_key(acc_id, family, framework), f"architecture:{_arch(acc_id)}"):
-        stats = groups.get(key, {}).get("residuals")
-        if stats and groups[key].get("n_rows", 0) >= MIN_GROUP_ROWS:
-            table = stats["log_residual_quantiles"]
-            xs = np.asarray([units.pct_to_frac(int(k[1:])) for k in table])
-            ys = np.asarray(list(table.values()), dtype=float)
-            return float(np.interp(q, xs, ys))
-    return 0.0
-
-
-def efficiency_quantiles(acc_id: str, family: str, framework: str, q: float,
-                         document: dict | None = None) -> Efficiency:
-    """Calibrated efficiency scaled by exp(residual quantile q): q=0.05 is the pessimistic p05 case.
-
-    Throughput scales roughly with efficiency, so fractions are multiplied by exp(r_q) (clipped to
-    (0, 1]) and both overheads divided by it. Sizing uses q=0.05/0.95 for gpus_p95/gpus_p05.
-    """
-    doc = document if document is not None else load_calibration()
-    base = lookup_efficiency(acc_id, _arch(acc_id), family, framework, calibration=doc.get("groups", {}))
-    return base.scaled_by_residual(residual_quantile(acc_id, family, framework, q, doc))

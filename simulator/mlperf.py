@@ -524,13 +524,18 @@ def _is_predicted(row: Mapping[str, Any]) -> bool:
 def _stats(rows: list[Mapping[str, Any]]) -> dict[str, float | int]:
     apes = np.asarray([float(r["ape_pct"]) for r in rows if _is_predicted(r)], dtype=float)
     nan = float("nan")
-    return {
+    out: dict[str, float | int] = {
         "n": len(rows), "n_predicted": int(apes.size),
         "coverage": apes.size / len(rows) if rows else nan,
         "median_ape_pct": float(np.median(apes)) if apes.size else nan,
         "mean_ape_pct": float(np.mean(apes)) if apes.size else nan,
         "p90_ape_pct": float(np.percentile(apes, 90)) if apes.size else nan,
     }
+    within = [r["predicted_p05"] <= r["measured"] <= r["predicted_p95"] for r in rows
+              if _is_predicted(r) and "predicted_p05" in r and "predicted_p95" in r]
+    if within:
+        out["within_interval"] = sum(within) / len(within)
+    return out
 
 
 def summary_model_key(row: Mapping[str, Any]) -> str:
@@ -546,7 +551,9 @@ def summarize_errors(rows: list[dict]) -> dict:
     Each row: ``accelerator``, ``scenario``, ``model`` (or ``benchmark``), and ``ape_pct`` (a prediction)
     or a truthy ``unsupported``. Returns the overall ``n``, ``n_predicted``, ``coverage`` (predicted / given),
     ``median_ape_pct``, ``mean_ape_pct``, ``p90_ape_pct`` (numpy linear percentile; NaN when nothing was
-    predicted), the same dict under ``overall``, and per-group dicts under ``by_accelerator``,
+    predicted), ``within_interval`` (share of predicted rows whose ``measured`` lies in
+    [``predicted_p05``, ``predicted_p95``], when rows carry them), the same dict under ``overall``, and
+    per-group dicts under ``by_accelerator``,
     ``by_scenario`` and ``by_model``.
     """
     for i, row in enumerate(rows):

@@ -672,7 +672,9 @@ def predict_part(key: PartKey, count: int, calibration: dict[str, Any] | None, m
     replicas = count // dep.layout.gpus
     info: dict[str, Any] = {"accelerator": key.accelerator_id, "layout": dep.layout.label(),
                             "replicas": replicas, "fast_replica_tokens_per_s": fast,
-                            "efficiency_source": dep.efficiency.source}
+                            "efficiency_source": dep.efficiency.source,
+                            "group": calibration_key(key.accelerator_id, dep.compute_family, key.framework),
+                            "architecture": dep.accelerator.architecture}
     if replicas < 1:
         return {**info, "tokens_per_s": 0.0, "unsupported": "fewer GPUs than one replica needs"}
     if mode == "fast":

@@ -1,7 +1,11 @@
 """Validate predictions against measured MLPerf rows, in-sample or out-of-sample (cross-validation).
 
 ``validate`` predicts every row of a results CSV from its descriptive columns only (``mlperf.replay_spec``
--> ``replay.predict`` with the full simulation by default) and scores it against the measured value.
+-> ``replay.predict`` with the full simulation by default) and scores it against the measured value. Each
+prediction carries the interval sizing reports (``predicted_p05`` / ``predicted_p95``: the prediction times
+exp of the calibration's residual quantiles, ``uncertainty.residual_bounds``); the summary's
+``within_interval`` says how often the measured value fell inside it (nominal 90%; out of sample, in a CV
+fold, the fold's own calibration sets it).
 Rows that cannot be modelled are listed with the reason (``unsupported``), never dropped. With ``cv``:
 
 - ``version``: for each round, fit the calibration on the strictly older rounds (``calibration.fit``) and
@@ -21,7 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from simulator import calibration, mlperf, replay
+from simulator import calibration, mlperf, replay, uncertainty
 from simulator.errors import InputError
 
 ECHO = ("version", "submitter", "system_name", "accelerator", "total_accelerators", "benchmark", "scenario")
@@ -44,7 +48,10 @@ def predict_row(row: mlperf.ResultRow, doc: dict[str, Any], mode: str = "full") 
     if "unsupported" in pred:
         return {**out, "unsupported": pred["unsupported"]}
     part = pred["parts"][0]
+    bounds = uncertainty.residual_bounds(doc, part["group"], part["architecture"], spec.model_id)
     out.update({"predicted": round(pred["predicted"], 3),
+                "predicted_p05": round(pred["predicted"] * math.exp(bounds.low), 3),
+                "predicted_p95": round(pred["predicted"] * math.exp(bounds.high), 3),
                 "layout": " + ".join(p["layout"] for p in pred["parts"]),
                 "replicas": sum(p["replicas"] for p in pred["parts"]), "blind_spots": pred["blind_spots"],
                 "efficiency_source": part["efficiency_source"]})
@@ -168,23 +175,27 @@ def validate(results: str | Path | None = None, cv: str | None = None,
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """Plain-text table: one line per row (measured, predicted, APE or the unsupported reason) + summary."""
+    """Plain-text table: one line per row (measured, predicted with its p05-p95, APE or the unsupported
+    reason) + summary."""
     lines = [f"{'version':7} {'system':42.42} {'acc':8.8} {'#':>3} {'benchmark':15.15} {'scenario':11} "
-             f"{'measured':>11} {'predicted':>11} {'APE%':>7}"]
+             f"{'measured':>11} {'predicted':>11} {'APE%':>7} {'p05..p95':>23}"]
     for r in result["rows"]:
         head = (f"{r['version']:7} {r['submitter'] + ' / ' + r['system_name']:42.42} {r['accelerator']:8.8} "
                 f"{r['total_accelerators']:>3} {r['benchmark']:15.15} {r['scenario']:11}")
         if "ape_pct" in r:
             flag = " *" if r.get("blind_spots") else ""
-            lines.append(f"{head} {r['measured']:>11.1f} {r['predicted']:>11.1f} {r['ape_pct']:>7.1f}{flag}")
+            band = f"{r['predicted_p05']:.0f}..{r['predicted_p95']:.0f}" if "predicted_p05" in r else ""
+            lines.append(f"{head} {r['measured']:>11.1f} {r['predicted']:>11.1f} {r['ape_pct']:>7.1f} "
+                         f"{band:>23}{flag}")
         else:
             lines.append(f"{head} unsupported: {r.get('unsupported')}")
     s = result["summary"]
+    within = f"; measured within p05..p95 {s['within_interval']:.0%}" if "within_interval" in s else ""
     lines.append("")
     lines.append(f"rows {s['n']}, predicted {s['n_predicted']} (coverage {s['coverage']:.1%}); "
                  f"APE median {s['median_ape_pct']:.1f}%, mean {s['mean_ape_pct']:.1f}%, "
                  f"p90 {s['p90_ape_pct']:.1f}%"
-                 "   (* = blind spot: speculative decoding / disaggregated serving)")
+                 + within + "   (* = blind spot: speculative decoding / disaggregated serving)")
     for label in ("by_model", "by_scenario", "by_accelerator"):
         for k, v in s[label].items():
             if v["n_predicted"]:

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from simulator import calibration, mlperf, replay
-from simulator.efficiency import calibration_key, model_log_factor
-from simulator.errors import InputError
+from simulator.efficiency import calibration_key, lookup_efficiency, model_log_factor
 
 PHYSICAL = ("compute_frac", "memory_frac", "network_frac")
 
@@ -89,23 +88,20 @@ def test_shipped_calibration_is_physical_and_has_provenance() -> None:
         if entry["n_rows"]:
             q = entry["residuals"]["log_residual_quantiles"]
             assert q["p05"] <= q["p50"] <= q["p95"], key
+    for model, entry in doc["model_factors"].items():   # each model's scatter, for the sizing interval
+        q = entry["residuals"]["log_residual_quantiles"]
+        assert q["p05"] <= q["p50"] <= q["p95"] and entry["n_rows"] > 0, model
 
 
-def test_efficiency_quantiles_are_ordered_and_physical() -> None:
-    doc = {"groups": {"h100/fp8/trtllm": {
-        "params": {"compute_frac": 0.6, "memory_frac": 0.8, "network_frac": 0.8, "step_overhead_ms": 2.0},
-        "n_rows": 10, "residuals": {"log_residual_quantiles": {"p05": -0.3, "p25": -0.1, "p50": 0.0,
-                                                               "p75": 0.1, "p95": 0.4}}}}}
-    lo = calibration.efficiency_quantiles("h100", "fp8", "trtllm", 0.05, doc)
-    mid = calibration.efficiency_quantiles("h100", "fp8", "trtllm", 0.5, doc)
-    hi = calibration.efficiency_quantiles("h100", "fp8", "trtllm", 0.95, doc)
+def test_residual_scaling_is_ordered_and_physical() -> None:
+    base = lookup_efficiency("h100", "hopper", "fp8", "trtllm", calibration={"h100/fp8/trtllm": {
+        "params": {"compute_frac": 0.6, "memory_frac": 0.8, "network_frac": 0.8, "step_overhead_ms": 2.0}}})
+    lo, mid, hi = (base.scaled_by_residual(r) for r in (-0.3, 0.0, 0.4))
     assert lo.compute_frac < mid.compute_frac < hi.compute_frac
     assert mid.compute_frac == pytest.approx(0.6)
     assert lo.compute_frac == pytest.approx(0.6 * math.exp(-0.3))
     assert hi.memory_frac == 1.0  # 0.8 * e^0.4 > 1: clipped, stays physical
     assert lo.step_overhead_s > mid.step_overhead_s
-    with pytest.raises(InputError):
-        calibration.efficiency_quantiles("h100", "fp8", "trtllm", 1.5, doc)
 
 
 def _biased_h100_rows(bias) -> tuple[list, list]:

@@ -151,7 +151,8 @@ def test_size_json_contract_exports_and_plot(capsys, tmp_path, monkeypatch, smal
     assert code == 0 and "best: h100 fp8 TP1" in out and "p99 TTFT (ms)" in out
     b = small_result.best
     assert f"{b['gpus']:,} GPUs (p05–p95: {b['gpus_p05']:,}–{b['gpus_p95']:,})" in out
-    assert "interval of h100 fp8 TP1: calibration residual quantiles q=0.05/0.95 of the group h100/fp8" in out
+    assert ("interval of h100 fp8 TP1: calibration residual quantiles q=0.05/0.95 of the wider of the group "
+            "h100/fp8") in out and "the model llama3.1-8b" in out
     code, out, _ = run_cli(capsys, "size", SERVER, *sets(SMALL), "-q", "--no-interval")
     assert code == 0 and hooks[-1] is None
 

@@ -51,8 +51,10 @@ def test_validate_json_contract(tmp_path):
         ):
             assert key in row
         assert ("unsupported" in row) or {"measured", "predicted", "ape_pct"} <= set(row)
+        if "predicted" in row:   # the sizing interval around every prediction
+            assert row["predicted_p05"] < row["predicted"] < row["predicted_p95"]
     assert any("unsupported" in r for r in result["rows"])  # the RTX rows are listed, not dropped
-    for key in ("median_ape_pct", "mean_ape_pct", "p90_ape_pct", "coverage"):
+    for key in ("median_ape_pct", "mean_ape_pct", "p90_ape_pct", "coverage", "within_interval"):
         assert key in result["summary"]
 
 
@@ -74,6 +76,21 @@ def test_validate_bad_input():
     assert out.returncode == 2 and "valid choices" in out.stderr and len(out.stderr.strip().splitlines()) == 1
     out = fleetsim("validate", "--results", "/nonexistent.csv")
     assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_summary_counts_measured_values_inside_the_interval():
+    from simulator.validation import _summary
+
+    def row(model: str, measured: float) -> dict:
+        return {"accelerator": "B200", "scenario": "Server", "model": model, "ape_pct": abs(measured - 100.0),
+                "measured": measured, "predicted": 100.0, "predicted_p05": 90.0, "predicted_p95": 120.0}
+
+    rows = [row("llama2-70b", m) for m in (90.0, 105.0, 120.0, 121.0)] + [row("deepseek-r1", 80.0)]
+    rows.append({"accelerator": "B200", "scenario": "Server", "model": "llama2-70b", "unsupported": "x"})
+    summary = _summary(rows)
+    assert summary["by_model"]["llama2-70b"]["within_interval"] == 0.75   # the ends count as inside
+    assert summary["by_model"]["deepseek-r1"]["within_interval"] == 0.0
+    assert summary["within_interval"] == 0.6   # 3 of the 5 predicted rows; the unsupported one not counted
 
 
 def test_summary_excludes_blind_spot_rows_per_model():

@@ -20,28 +20,43 @@ def residual_document(quantiles: dict[str, float], key: str, n_rows: int = 10,
     return doc
 
 
-def test_shipped_calibration_cases_match_efficiency_quantiles():
+def test_shipped_calibration_cases_use_the_wider_of_group_and_model_residuals():
     dep = make_deployment("llama2-70b", "mi355x", "fp4", Layout(tp=1))
     doc = calibration.load_calibration()
     key = f"{dep.accelerator.id}/{dep.compute_family}/{dep.framework}"
-    if key not in doc.get("groups", {}) or "residuals" not in doc["groups"][key]:
-        pytest.skip(f"the shipped calibration has no residuals for {key}")
+    group = doc.get("groups", {}).get(key, {}).get("residuals")
+    model = doc.get("model_factors", {}).get("llama2-70b", {}).get("residuals")
+    if not group or not model:
+        pytest.skip(f"the shipped calibration has no residuals for {key} and llama2-70b")
     sp = uncertainty.spread(dep, document=doc)
-    assert sp.source == key and sp.num_rows == doc["groups"][key]["n_rows"]
-    for q, r in ((0.05, sp.log_residual_low), (0.95, sp.log_residual_high)):
-        assert r == pytest.approx(calibration.residual_quantile("mi355x", "fp4", dep.framework, q, doc))
+    assert sp.source == key and sp.num_rows == doc["groups"][key]["n_rows"] and sp.model == "llama2-70b"
+    for tag, pick, r in (("p05", min, sp.log_residual_low), ("p95", max, sp.log_residual_high)):
+        ends = (group["log_residual_quantiles"][tag], model["log_residual_quantiles"][tag])
+        assert r == pytest.approx(pick(ends))
     assert sp.log_residual_low <= 0.0 <= sp.log_residual_high  # the median fit sits inside its own spread
     cases = uncertainty.cases(dep, sp)
     assert list(cases) == ["p05", "p95"]
     # the optimistic case (its GPUs are p05) is the efficiency at the residual's 95th percentile
-    expected = {"p05": 0.95, "p95": 0.05}
-    for tag, q in expected.items():
-        got = cases[tag].efficiency
-        want = calibration.efficiency_quantiles("mi355x", dep.compute_family, dep.framework, q, doc)
-        for field in ("compute_frac", "memory_frac", "network_frac", "step_overhead_s", "seq_overhead_s"):
-            assert getattr(got, field) == pytest.approx(getattr(want, field)), (tag, field)
+    for tag, r in (("p05", sp.log_residual_high), ("p95", sp.log_residual_low)):
+        assert cases[tag].efficiency == dep.efficiency.scaled_by_residual(r)
         assert cases[tag].accelerator_overrides == ()  # shipping hardware: residuals only
-    assert "mi355x/fp4/vllm" in cases["p05"].note and "MLPerf rows" in cases["p05"].note
+    note = cases["p05"].note
+    assert "mi355x/fp4/vllm" in note and "MLPerf rows" in note and "the model llama2-70b" in note
+
+
+def test_interval_is_the_wider_of_group_and_model_at_each_end():
+    key = "h100/fp8/trtllm"
+    doc = residual_document({"p05": -0.1, "p50": 0.0, "p95": 0.3}, key)
+    doc["model_factors"] = {"llama2-70b": {"n_rows": 50, "residuals": {
+        "log_residual_quantiles": {"p05": -0.4, "p50": 0.0, "p95": 0.2}}}}
+    b = uncertainty.residual_bounds(doc, key, "hopper", "llama2-70b")
+    assert (b.low, b.high) == (pytest.approx(-0.4), pytest.approx(0.3))
+    assert (b.model, b.model_rows) == ("llama2-70b", 50)
+    # a model without residuals leaves the group's quantiles; no group residuals leave the model's
+    other = uncertainty.residual_bounds(doc, key, "hopper", "mixtral-8x7b")
+    assert (other.low, other.high, other.model) == (pytest.approx(-0.1), pytest.approx(0.3), "")
+    alone = uncertainty.residual_bounds({"model_factors": doc["model_factors"]}, key, "hopper", "llama2-70b")
+    assert (alone.low, alone.high, alone.source) == (pytest.approx(-0.4), pytest.approx(0.2), "")
 
 
 def test_residuals_scale_fractions_and_overhead_oppositely():
@@ -50,7 +65,7 @@ def test_residuals_scale_fractions_and_overhead_oppositely():
     doc = residual_document({"p05": math.log(0.5), "p50": 0.0, "p95": math.log(1.5)}, key)
     sp = uncertainty.spread(dep, document=doc)
     assert sp.log_residual_low == pytest.approx(math.log(0.5))
-    # interpolation between the stored quantiles, as calibration.residual_quantile
+    # interpolation between the stored quantiles
     mid = uncertainty.spread(dep, document=doc, quantiles=(0.275, 0.725))
     assert mid.log_residual_low == pytest.approx(0.5 * math.log(0.5))
     assert mid.log_residual_high == pytest.approx(0.5 * math.log(1.5))
