@@ -388,7 +388,48 @@ def fit(rows: Sequence[mlperf.ResultRow], source: str = "", log: Callable[[str],
         _fit_simulation_correction(items, state, jobs)
         say("simulation correction: " + ", ".join(f"{m} {v.get('sim_correction')}"
                                                   for m, v in state.model_factors.items()))
-    return _document(items, state, by_arch, by_group, source)
+    doc = _document(items, state, by_arch, by_group, source)
+    if use_model_factors and simulation_bridge:
+        doc["meta"]["forecast"] = forecast_residuals(rows)
+        forecast = doc["meta"]["forecast"]
+        say("forecast residuals: " + ", ".join(f"{k} {v['n_rows']} rows" for k, v in forecast.items()
+                                               if isinstance(v, dict)))
+    return doc
+
+
+FORECAST_KINDS = ("new_hardware", "new_model", "known")
+
+
+def forecast_residuals(rows: Sequence[mlperf.ResultRow]) -> dict[str, Any]:
+    """How far this calibration misses a round it has not seen, by what was new in it.
+
+    For each MLPerf round but the oldest: fit (fast evaluator, model factors, no simulation correction) on
+    the strictly older rounds and take the log residuals of that round's rows; a row is ``new_hardware`` when
+    its calibration group has no entry of its own in that fit (fewer than ``MIN_GROUP_ROWS`` older rows:
+    the architecture pool answers, as it does for sizing), else ``new_model`` when its benchmark model had
+    no older rows, else ``known``. Returns {kind: residual statistics with ``n_rows``} for the kinds with rows, plus
+    "method". ``uncertainty.residual_bounds`` widens the interval of a deployment whose group or model the
+    calibration never saw with these quantiles.
+    """
+    items = fit_rows(mlperf.deduplicate(rows))
+    by_kind: dict[str, list[float]] = {k: [] for k in FORECAST_KINDS}
+    for _, train, test in mlperf.cv_splits_by_version([it[0] for it in items]):
+        try:
+            doc = fit([items[i][0] for i in train], source="forecast fold")
+        except InputError:
+            continue
+        groups = {k for k, v in doc["groups"].items() if v.get("n_rows")}
+        tested = [items[i] for i in test]
+        for it, r in zip(tested, log_residuals(tested, doc["groups"], doc["model_factors"]), strict=True):
+            kind = ("new_hardware" if it[2][0] not in groups
+                    else "new_model" if it[1].model_id not in doc["model_factors"] else "known")
+            by_kind[kind].append(float(r))
+    out: dict[str, Any] = {"method": "fit on the strictly older rounds, fast evaluator, log(measured / "
+                                     "predicted) of each newer round's rows, by what was new in them"}
+    for kind, rs in by_kind.items():
+        if rs:
+            out[kind] = {**_residual_stats(np.asarray(rs)), "n_rows": len(rs)}
+    return out
 
 
 def _residual_stats(r: np.ndarray) -> dict[str, Any]:

@@ -14,6 +14,10 @@
    each fold's own calibration setting the interval): the wider of the two holds 88% of the measured
    values inside p05-p95 (DeepSeek-R1 83%, Interactive rows 71%) against the nominal 90%; the group's
    quantiles alone held ~82% (DeepSeek-R1 ~66%; estimated with the all-rows calibration's quantiles).
+   A deployment whose group (new hardware) or model the calibration has no rows of is not like anything
+   measured: its interval is widened further to the calibration's forecast residuals of that kind
+   (``calibration.forecast_residuals``: fits on older rounds against the newer rounds' rows of hardware or
+   models they had not seen; x0.52 to x1.58 for new hardware on the shipped data).
    At quantile q the efficiency fractions
    are multiplied by exp(r_q) (clipped to 1) and both overheads divided by it
    (``Efficiency.scaled_by_residual``), applied to the deployment's own efficiency. Throughput
@@ -92,6 +96,7 @@ class Spread:
     figure_ranges: tuple[tuple[str, float, float], ...] = ()
     model: str = ""
     model_rows: int = 0
+    forecast: tuple[str, ...] = ()  # forecast residual kinds that widened it (``residual_bounds``)
 
     @property
     def optimistic_tag(self) -> str:
@@ -106,15 +111,21 @@ class Spread:
     def note(self) -> str:
         """One line for the user, e.g. 'calibration residual quantiles of mi355x/fp4/vllm (28 rows: ...)'."""
         lo, hi = self.log_residual_low, self.log_residual_high
+        parts = []
         if self.source:
-            what = (
+            parts.append((
                 f"{ALL_ROWS} (none of {self.hardware}'s architecture)" if self.source == ALL_ROWS
                 else f"the group {self.source}" if self.source.count("/") == 2
                 else f"the pool {self.source}"
-            )
-            what += f" ({self.num_rows:,} MLPerf rows)"
-            if self.model:
-                what = f"the wider of {what} and the model {self.model} ({self.model_rows:,} rows)"
+            ) + f" ({self.num_rows:,} MLPerf rows)")
+        if self.model:
+            parts.append(f"the model {self.model} ({self.model_rows:,} rows)")
+        what = f"the wider of {parts[0]} and {parts[1]}" if len(parts) == 2 else "".join(parts)
+        if self.forecast:
+            kinds = " and ".join(kind.replace("_", " ") for kind in self.forecast)
+            what += (f"{', ' if what else ''}widened to how far fits on older rounds missed newer rounds' "
+                     f"{kinds}")
+        if what:
             text = (
                 f"calibration residual quantiles q={self.q_low:g}/{self.q_high:g} of {what}: "
                 f"measured/predicted x{math.exp(lo):.2f} to x{math.exp(hi):.2f}"
@@ -156,7 +167,8 @@ def _model_table(document: Mapping[str, Any], model_id: str) -> tuple[int, Mappi
 
 @dataclass(frozen=True)
 class ResidualBounds:
-    """Log residual quantiles at the interval's two ends and where they come from (``residual_bounds``)."""
+    """Log residual quantiles at the interval's two ends and where they come from (``residual_bounds``);
+    ``forecast``: the kinds of forecast residuals that widened them ('new_hardware', 'new_model')."""
 
     source: str
     num_rows: int
@@ -164,21 +176,29 @@ class ResidualBounds:
     model_rows: int
     low: float
     high: float
+    forecast: tuple[str, ...] = ()
 
 
 def residual_bounds(document: Mapping[str, Any], group: str, architecture: str, model_id: str,
                     quantiles: tuple[float, float] = QUANTILES) -> ResidualBounds:
     """Log residuals at ``quantiles`` (low, high) for a deployment of calibration group ``group`` (key
     'accelerator/family/framework') and benchmark model ``model_id``: at each end the wider of the group's
-    (else its architecture pool's, else all rows') and the model's rows (invariant: low <= either
-    source's low quantile, high >= either's high quantile)."""
+    (else its architecture pool's, else all rows') and the model's rows; and when the calibration has no
+    rows of the group (new hardware) or of the model (a new model), also its forecast residuals of that
+    kind (``calibration.forecast_residuals``: how far fits on older rounds missed the newer rounds' new
+    hardware / new models). Invariant: low <= every used source's low quantile, high >= every high one."""
     source, num_rows, table = _residual_table(document, group, architecture)
-    low, high = _at(table, quantiles[0]), _at(table, quantiles[1])
     model_rows, model_table = _model_table(document, model_id)
+    tables = [table, model_table]
+    forecast = (document.get("meta") or {}).get("forecast") or {}
+    kinds = tuple(kind for kind, new in (("new_hardware", source != group), ("new_model", not model_table))
+                  if new and kind in forecast)
+    tables = [t for t in tables + [forecast[kind]["log_residual_quantiles"] for kind in kinds] if t]
+    low = min((_at(t, quantiles[0]) for t in tables), default=0.0)
+    high = max((_at(t, quantiles[1]) for t in tables), default=0.0)
     if not model_table:
-        return ResidualBounds(source, num_rows, "", 0, low, high)
-    return ResidualBounds(source, num_rows, model_id, model_rows, min(low, _at(model_table, quantiles[0])),
-                          max(high, _at(model_table, quantiles[1])))
+        model_id, model_rows = "", 0
+    return ResidualBounds(source, num_rows, model_id, model_rows, low, high, kinds)
 
 
 def _at(table: Mapping[str, float], q: float) -> float:
@@ -241,6 +261,7 @@ def spread(
         figure_ranges=_ranged_figures(dep) if use_ranges else (),
         model=bounds.model,
         model_rows=bounds.model_rows,
+        forecast=bounds.forecast,
     )
 
 

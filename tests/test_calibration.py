@@ -93,6 +93,26 @@ def test_shipped_calibration_is_physical_and_has_provenance() -> None:
         assert q["p05"] <= q["p50"] <= q["p95"] and entry["n_rows"] > 0, model
 
 
+def test_forecast_residuals_sort_each_newer_rounds_rows_by_what_was_new() -> None:
+    rows = [r for r in mlperf.deduplicate(mlperf.load_results())
+            if r.benchmark.startswith("llama2-70b") and r.accelerator in ("H100", "H200") and r.measured]
+    items = calibration.fit_rows(rows)
+    out = calibration.forecast_residuals(rows)
+    oldest = min((it[0].version for it in items), key=mlperf.version_key)
+    newer = [(row, keys) for row, _, keys in items if row.version != oldest]
+
+    def older_rows(row: mlperf.ResultRow, key: str) -> int:
+        v = mlperf.version_key(row.version)
+        return sum(1 for r, _, k in items if k[0] == key and mlperf.version_key(r.version) < v)
+    # new hardware: the older rounds have too few rows of its group for an entry of its own
+    new_hw = sum(1 for row, keys in newer if older_rows(row, keys[0]) < calibration.MIN_GROUP_ROWS)
+    assert sum(out[k]["n_rows"] for k in calibration.FORECAST_KINDS if k in out) == len(newer)
+    assert out.get("new_hardware", {}).get("n_rows", 0) == new_hw > 0
+    assert "new_model" not in out   # one benchmark, present from the oldest round
+    q = out["known"]["log_residual_quantiles"]
+    assert q["p05"] <= q["p50"] <= q["p95"]
+
+
 def test_residual_scaling_is_ordered_and_physical() -> None:
     base = lookup_efficiency("h100", "hopper", "fp8", "trtllm", calibration={"h100/fp8/trtllm": {
         "params": {"compute_frac": 0.6, "memory_frac": 0.8, "network_frac": 0.8, "step_overhead_ms": 2.0}}})

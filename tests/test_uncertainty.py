@@ -59,6 +59,28 @@ def test_interval_is_the_wider_of_group_and_model_at_each_end():
     assert (alone.low, alone.high, alone.source) == (pytest.approx(-0.4), pytest.approx(0.2), "")
 
 
+def test_unmeasured_hardware_or_model_widens_to_the_forecast_residuals():
+    key = "h100/fp8/trtllm"
+    doc = residual_document({"p05": -0.1, "p50": 0.0, "p95": 0.1}, key)
+    doc["model_factors"] = {"llama2-70b": {"n_rows": 50, "residuals": {
+        "log_residual_quantiles": {"p05": -0.2, "p50": 0.0, "p95": 0.2}}}}
+    doc["meta"] = {"forecast": {
+        "new_hardware": {"log_residual_quantiles": {"p05": -0.6, "p50": 0.0, "p95": 0.5}},
+        "new_model": {"log_residual_quantiles": {"p05": -0.5, "p50": 0.0, "p95": 0.7}}}}
+    measured = uncertainty.residual_bounds(doc, key, "hopper", "llama2-70b")
+    assert (measured.low, measured.high, measured.forecast) == (pytest.approx(-0.2), pytest.approx(0.2), ())
+    new_gpu = uncertainty.residual_bounds(doc, "b200/fp4/trtllm", "blackwell", "llama2-70b")
+    assert (new_gpu.low, new_gpu.high, new_gpu.forecast) == (pytest.approx(-0.6), pytest.approx(0.5),
+                                                              ("new_hardware",))
+    new_model = uncertainty.residual_bounds(doc, key, "hopper", "deepseek-r1")
+    assert (new_model.low, new_model.high, new_model.forecast) == (pytest.approx(-0.5), pytest.approx(0.7),
+                                                                    ("new_model",))
+    both = uncertainty.residual_bounds(doc, "b200/fp4/trtllm", "blackwell", "deepseek-r1")
+    assert (both.low, both.high) == (pytest.approx(-0.6), pytest.approx(0.7))
+    dep = make_deployment("llama2-70b", "b200", "fp4", Layout(tp=1))
+    assert "missed newer rounds' new hardware" in uncertainty.spread(dep, document=doc).note()
+
+
 def test_residuals_scale_fractions_and_overhead_oppositely():
     dep = make_deployment("llama2-70b", "h100", "fp8", Layout(tp=2))
     key = f"h100/{dep.compute_family}/{dep.framework}"
