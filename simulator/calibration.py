@@ -407,9 +407,9 @@ def forecast_residuals(rows: Sequence[mlperf.ResultRow]) -> dict[str, Any]:
     the strictly older rounds and take the log residuals of that round's rows; a row is ``new_hardware`` when
     its calibration group has no entry of its own in that fit (fewer than ``MIN_GROUP_ROWS`` older rows:
     the architecture pool answers, as it does for sizing), else ``new_model`` when its benchmark model had
-    no older rows, else ``known``. Returns {kind: residual statistics with ``n_rows``} for the kinds with rows, plus
-    "method". ``uncertainty.residual_bounds`` widens the interval of a deployment whose group or model the
-    calibration never saw with these quantiles.
+    no older rows, else ``known``. Returns {kind: residual statistics with ``n_rows``} for the kinds with
+    rows, plus "method". ``uncertainty.residual_bounds`` widens the interval of a deployment whose group
+    or model the calibration never saw with these quantiles.
     """
     items = fit_rows(mlperf.deduplicate(rows))
     by_kind: dict[str, list[float]] = {k: [] for k in FORECAST_KINDS}
