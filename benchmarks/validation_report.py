@@ -449,7 +449,11 @@ def _render(payload: dict[str, Any]) -> list[str]:
         "",
         "Every prediction carries the interval sizing reports as `gpus_p05`-`gpus_p95`: the prediction "
         "times exp of the calibration's 5th and 95th percentile log residuals, at each end the wider of "
-        "the accelerator group's rows and the benchmark model's rows (`uncertainty.residual_bounds`). "
+        "the accelerator group's rows and the benchmark model's rows (`uncertainty.residual_bounds`), "
+        "widened, for a group or model the calibration has no rows of, to how far fits on older rounds "
+        "missed newer rounds' new hardware or new models (`calibration.forecast_residuals`, computed by "
+        "the full calibration and by each fit-on-older-rounds fold, not by the leave-one-system-out "
+        "folds). "
         "'measured within p05-p95' is how often the measured value fell inside it (nominal 90%); in the "
         "cross-validations each fold's own calibration sets the interval, so it is tested on rows that "
         "calibration never saw.",
