@@ -41,7 +41,8 @@ log(fast / simulated) is stored; ``replay.predict`` in full mode and sizing
 Output (``fit``): {"groups": {key: {"params", "n_rows", "residuals", "provenance"}}, "model_factors": {model:
 {..., "residuals"}}, "meta": {...}} -- the layout ``efficiency.lookup_efficiency`` reads from
 ``hardware_profiles/calibration.yaml``; the residuals (log measured / predicted of the final fit, per group
-and per model) set the sizing intervals (``uncertainty``) and validation's p05-p95 predictions.
+and per model) and, with the simulation correction, ``meta.forecast`` (``forecast_residuals``: how far fits
+on older rounds missed newer rounds) set the sizing intervals (``uncertainty``) and validation's p05-p95.
 """
 
 from __future__ import annotations

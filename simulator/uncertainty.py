@@ -6,8 +6,8 @@
 1. Calibration residuals, r = log(measured / predicted) of the calibration rows (``calibration.yaml``) of
    the deployment's group (accelerator / compute family / framework), else of its architecture pool,
    else of all rows (an accelerator without measured rows, e.g. an announced one: the overall spread of
-   the model stands in); and of the rows of the deployment's
-   benchmark model on every accelerator (``model_factors.<model>.residuals``). The interval takes the
+   the model stands in); and of the rows of the deployment's benchmark model on every accelerator
+   (``model_factors.<model>.residuals``). The interval takes the
    wider of the two at each end (``residual_bounds``): the group's rows measure how one accelerator's
    systems scatter, the model's how one model's submissions scatter (DeepSeek-R1's: +-25-30%), and a new
    system is exposed to both. Measured on the 550 rows of leave-one-system-out (``validate --cv system``,
@@ -17,9 +17,8 @@
    A deployment whose group (new hardware) or model the calibration has no rows of is not like anything
    measured: its interval is widened further to the calibration's forecast residuals of that kind
    (``calibration.forecast_residuals``: fits on older rounds against the newer rounds' rows of hardware or
-   models they had not seen; x0.52 to x1.58 for new hardware on the shipped data).
-   At quantile q the efficiency fractions
-   are multiplied by exp(r_q) (clipped to 1) and both overheads divided by it
+   models they had not seen; x0.52 to x1.58 for new hardware on the shipped data). At quantile q the
+   efficiency fractions are multiplied by exp(r_q) (clipped to 1) and both overheads divided by it
    (``Efficiency.scaled_by_residual``), applied to the deployment's own efficiency. Throughput
    scales about as exp(r), so q = 0.95 (measured above predicted) gives the optimistic case, ``gpus_p05``,
    and q = 0.05 the pessimistic one, ``gpus_p95``.
