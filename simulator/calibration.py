@@ -391,8 +391,7 @@ def fit(rows: Sequence[mlperf.ResultRow], source: str = "", log: Callable[[str],
                                                   for m, v in state.model_factors.items()))
     doc = _document(items, state, by_arch, by_group, source)
     if use_model_factors and simulation_bridge:
-        doc["meta"]["forecast"] = forecast_residuals(rows)
-        forecast = doc["meta"]["forecast"]
+        forecast = doc["meta"]["forecast"] = forecast_residuals(rows)
         say("forecast residuals: " + ", ".join(f"{k} {v['n_rows']} rows" for k, v in forecast.items()
                                                if isinstance(v, dict)))
     return doc
@@ -419,10 +418,9 @@ def forecast_residuals(rows: Sequence[mlperf.ResultRow]) -> dict[str, Any]:
             doc = fit([items[i][0] for i in train], source="forecast fold")
         except InputError:
             continue
-        groups = {k for k, v in doc["groups"].items() if v.get("n_rows")}
         tested = [items[i] for i in test]
         for it, r in zip(tested, log_residuals(tested, doc["groups"], doc["model_factors"]), strict=True):
-            kind = ("new_hardware" if it[2][0] not in groups
+            kind = ("new_hardware" if it[2][0] not in doc["groups"]   # only groups with rows get an entry
                     else "new_model" if it[1].model_id not in doc["model_factors"] else "known")
             by_kind[kind].append(float(r))
     out: dict[str, Any] = {"method": "fit on the strictly older rounds, fast evaluator, log(measured / "
