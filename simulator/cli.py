@@ -896,7 +896,7 @@ def validate(
     results: Annotated[
         str | None, typer.Option("--results", help="results CSV (default: shipped MLPerf data)")
     ] = None,
-    cv: Annotated[str | None, typer.Option("--cv", help="out-of-sample: version or system")] = None,
+    cv: Annotated[str | None, typer.Option("--cv", help="out-of-sample: version, system or scale")] = None,
     mode: Annotated[str, typer.Option("--mode", help="full (simulation) or fast (steady state)")] = "full",
     jobs: Annotated[int, typer.Option("--jobs", help="worker processes")] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,

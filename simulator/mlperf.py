@@ -610,6 +610,21 @@ def cv_splits_by_version(rows: Sequence[ResultRow | Mapping[str, Any]]) -> list[
     return splits
 
 
+SCALE_TRAIN_MAX_GPUS = 8  # cv "scale": the largest single HGX / MI node; bigger systems are held out
+
+
+def cv_splits_by_scale(rows: Sequence[ResultRow | Mapping[str, Any]],
+                       max_train_gpus: int = SCALE_TRAIN_MAX_GPUS) -> list[Fold]:
+    """Extrapolate in system size: one fold, train = rows of systems with at most ``max_train_gpus``
+    accelerators, test = every larger system (multi-node clusters, NVL72 racks). No fold when either side
+    is empty.
+    """
+    train = [i for i, row in enumerate(rows) if int(_get(row, "total_accelerators")) <= max_train_gpus]
+    held = set(train)
+    test = [i for i in range(len(rows)) if i not in held]
+    return [(f"> {max_train_gpus} accelerators", train, test)] if train and test else []
+
+
 def cv_splits_by_system(rows: Sequence[ResultRow | Mapping[str, Any]]) -> list[Fold]:
     """Leave-one-system-out folds: (system key, train = all other systems' rows, test = that system's rows).
 

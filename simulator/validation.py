@@ -11,6 +11,9 @@ Rows that cannot be modelled are listed with the reason (``unsupported``), never
 - ``version``: for each round, fit the calibration on the strictly older rounds (``calibration.fit``) and
   predict that round; the oldest round has no training data, so its rows are listed as unsupported.
 - ``system``: for each system (submitter + name), fit on all other systems' rows and predict its rows.
+- ``scale``: fit on systems of at most ``mlperf.SCALE_TRAIN_MAX_GPUS`` accelerators and predict every larger
+  one (multi-node clusters, NVL72 racks): extrapolation in system size. The smaller systems' rows are listed
+  as unsupported (trained on, never held out).
 
 The row's measured columns are read only to score (``measured``, ``ape_pct``), after the prediction.
 Returns plain dicts: {"rows": [...], "summary": mlperf.summarize_errors(rows) + extras, "folds": [...]}.
@@ -29,7 +32,12 @@ from simulator import calibration, mlperf, replay, uncertainty
 from simulator.errors import InputError
 
 ECHO = ("version", "submitter", "system_name", "accelerator", "total_accelerators", "benchmark", "scenario")
-CV_CHOICES = ("version", "system")
+SPLITTERS: dict[str, Callable[[Sequence[mlperf.ResultRow]], list[mlperf.Fold]]] = {
+    "version": mlperf.cv_splits_by_version, "system": mlperf.cv_splits_by_system,
+    "scale": mlperf.cv_splits_by_scale}
+CV_CHOICES = tuple(SPLITTERS)
+NOT_HELD_OUT = {"version": "oldest round, nothing older to train on", "system": "nothing else to train on",
+                "scale": f"a training row (at most {mlperf.SCALE_TRAIN_MAX_GPUS} accelerators)"}
 
 
 def _echo(row: mlperf.ResultRow) -> dict[str, Any]:
@@ -149,7 +157,7 @@ def validate(results: str | Path | None = None, cv: str | None = None,
         out_rows = [score(p, r) for p, r in zip(preds, rows, strict=True)]
     else:
         out_rows = [None] * len(rows)
-        splits = mlperf.cv_splits_by_version(rows) if cv == "version" else mlperf.cv_splits_by_system(rows)
+        splits = SPLITTERS[cv](rows)
         tasks = [(label, [rows[i] for i in train], [rows[i] for i in test], cv, mode, model_factors)
                  for label, train, test in splits]
         if cv == "system" and jobs > 1:  # many small folds: one fold (fit + predictions) per worker task
@@ -165,8 +173,8 @@ def validate(results: str | Path | None = None, cv: str | None = None,
             say(f"fold {label}: {len(test)} rows, {seconds:.1f} s")
         for i, r in enumerate(out_rows):
             if r is None:
-                out_rows[i] = {**_echo(rows[i]), "unsupported": f"cv {cv}: no fold holds this row out "
-                                                                "(oldest round / nothing to train on)"}
+                out_rows[i] = {**_echo(rows[i]),
+                               "unsupported": f"cv {cv}: no fold holds this row out ({NOT_HELD_OUT[cv]})"}
     summary = _summary(out_rows)
     meta = {"results": str(results) if results else "shipped results.csv", "cv": cv, "mode": mode,
             "model_factors": model_factors if cv else "as in the calibration file",

@@ -110,3 +110,26 @@ def test_summary_excludes_blind_spot_rows_per_model():
     assert clean["n"] == 2 and clean["median_ape_pct"] == 6.0
     assert summary["by_model"]["deepseek-r1"]["median_ape_pct"] == 7.0
     assert summary["excluding_blind_spots"]["n"] == 3 and summary["blind_spot_rows"] == 1
+
+
+def test_validate_cv_scale_predicts_only_the_larger_systems(tmp_path):
+    with SHIPPED.open() as f:
+        rows = [r for r in csv.DictReader(f) if r["accelerator"] == "H100" and "llama2-70b" in r["benchmark"]]
+    big = [r for r in rows if int(r["total_accelerators"]) > 8]
+    keep = [r for r in rows if int(r["total_accelerators"]) <= 8][:30] + big
+    assert big and len(keep) > len(big)
+    path = tmp_path / "rows.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(keep)
+    out = fleetsim("validate", "--results", str(path), "--cv", "scale", "--mode", "fast", "--format", "json",
+                   "-q")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    held = [r for r in result["rows"] if "fold" in r]
+    assert held and all(r["total_accelerators"] > 8 for r in held)
+    assert all("no fold holds this row out (a training row" in r["unsupported"]
+               for r in result["rows"] if r["total_accelerators"] <= 8)
+    small = [r for r in result["rows"] if r["total_accelerators"] <= 8]   # after -99 / -99.9 deduplication
+    assert result["folds"][0]["n_test"] == len(held) and result["folds"][0]["n_train"] == len(small)

@@ -357,3 +357,18 @@ def test_cv_splits_by_system_leave_one_system_out(deduped) -> None:
     # blank system names fall back to the platform, so distinct v5.0 NVIDIA systems stay apart
     v50_nvidia = {mlperf.system_key(r) for r in deduped if r.version == "v5.0" and r.submitter == "NVIDIA"}
     assert len(v50_nvidia) >= 4
+
+
+def test_cv_splits_by_scale_hold_out_every_larger_system(deduped) -> None:
+    (label, train, test), = mlperf.cv_splits_by_scale(deduped)
+    assert label == f"> {mlperf.SCALE_TRAIN_MAX_GPUS} accelerators"
+    assert all(deduped[i].total_accelerators <= mlperf.SCALE_TRAIN_MAX_GPUS for i in train)
+    assert all(deduped[i].total_accelerators > mlperf.SCALE_TRAIN_MAX_GPUS for i in test)
+    assert sorted(train + test) == list(range(len(deduped)))
+    assert {deduped[i].total_accelerators for i in test} >= {16, 72}   # clusters and NVL72 racks
+    small = [deduped[i] for i in train]
+    assert mlperf.cv_splits_by_scale(small) == []            # nothing larger to predict: no fold
+    (_, train4, test4), = mlperf.cv_splits_by_scale(small, max_train_gpus=4)
+    assert {small[i].total_accelerators for i in test4} == {
+        r.total_accelerators for r in small if r.total_accelerators > 4}
+    assert len(train4) + len(test4) == len(small)
