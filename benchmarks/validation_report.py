@@ -448,7 +448,10 @@ def _render(payload: dict[str, Any]) -> list[str]:
         "model and token lengths, format and framework family, the accelerator and GPU count (an NVL72 rack "
         "is one NVLink domain, a mixed system is the sum of its parts), and the layout (TP 1/2/4/8, EP and "
         "attention-DP for MoE, PP 2 only when nothing else fits) with the highest predicted throughput per "
-        "GPU. Offline: N requests at t = 0 in the discrete-event simulation; the steady rate and the drain "
+        "GPU; in Interactive on systems larger than one 8-GPU node also every split of the GPUs into "
+        "prefill and decode replicas (disaggregated serving, `simulator/disaggregation.py`), kept when it "
+        "beats aggregated serving. "
+        "Offline: N requests at t = 0 in the discrete-event simulation; the steady rate and the drain "
         "of the last batch are amortised over an MLPerf-length run (>= 600 s and >= the min query count), "
         "plus the imbalance of statically fed replicas. Server / Interactive: LoadGen-like search on the "
         "Poisson rate of one replica for the highest rate whose run meets both p99 limits. Calibration "
@@ -582,7 +585,10 @@ def _render(payload: dict[str, Any]) -> list[str]:
         "- Software that improves between rounds (DeepSeek-R1 Server per B200 went from ~1.8k to ~5.1k "
         "tokens/s/GPU between v5.1 and v6.0 on the same GPUs): known only through the round offsets fitted "
         "on past rounds; a newer round is predicted with the latest offset, so a further jump is missed.",
-        "- Disaggregated prefill/decode serving (Dynamo-listed GB200/GB300 rows): predicted as aggregated.",
+        "- Disaggregated prefill/decode serving: whether a submission split its GPUs is not in its "
+        "columns (only Dynamo-listed rows say so); the replay splits an Interactive system larger than one "
+        "8-GPU node where the split beats aggregated serving, never an 8-GPU box or a Server / Offline "
+        "run, and flags a Dynamo-listed row it did not split.",
         "- Rows it cannot replay at all are listed as unsupported with the reason (vision-language "
         "benchmark, unprofiled accelerators such as RTX PRO, L40S, GH200, H100/H200 NVL PCIe, Intel Arc).",
         "",

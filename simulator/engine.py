@@ -16,9 +16,12 @@ number of blocks the batch needs at step ``s``.
 A decoding sequence's context at step ``s`` is ``target + (s - join_step)`` where ``target`` is
 the number of tokens it prefilled and ``join_step`` the step that completed its prefill.
 
-Room for what comes next: a prefill-only replica hands sequences off at ``_complete_prefill``
-instead of joining them to the decode set; a decode-only replica admits sequences with their KV
-already present; prefix-cache hits reduce ``target``.
+Roles (disaggregated prefill/decode serving, ``ROLES``): a ``prefill`` replica hands a sequence off when its
+prefill completes (its first token is emitted there; the request is complete for this replica and its KV
+blocks are freed); a ``decode`` replica admits sequences whose KV was computed elsewhere: at admission a
+request holds the blocks of its prompt, counts its first token as emitted at its arrival here (the hand-off
+instant, so the wait for a decode slot shows in its TPOT), and decodes from the next step, with no prefill
+work. ``mixed`` (the default) does both. Room for what comes next: prefix-cache hits reduce ``target``.
 
 Speculative decoding keeps every calendar as it is: the step model prices a step per emitted token
 (1 / ``tokens_per_step`` of a real verification step, see ``StepModel.step_time_s``), so one engine
@@ -30,11 +33,12 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from simulator.deployment import prefill_budget_tokens
+from simulator.deployment import prefill_budget_tokens, query_tokens_per_seq
 from simulator.iteration import StepModel, prefill_pairs
 from simulator.kv_cache import KVCache
 
 NAN = float("nan")
+ROLES = ("mixed", "prefill", "decode")
 
 
 @dataclass
@@ -74,8 +78,12 @@ class ReplicaEngine:
         *,
         max_num_seqs: int,
         max_batched_tokens: int,
+        role: str = "mixed",
     ) -> None:
+        if role not in ROLES:
+            raise ValueError(f"unknown replica role '{role}'; valid: {', '.join(ROLES)}")
         dep = step_model.deployment
+        self.role = role
         self.replica_id = replica_id
         self.step_model = step_model
         self.kv = kv
@@ -83,6 +91,7 @@ class ReplicaEngine:
         self.max_num_seqs = max_num_seqs
         self.max_batched_tokens = max_batched_tokens
         self.speculative = dep.layout.speculative  # the step's prefill budget: ``prefill_budget_tokens``
+        self.decode_cap = min(max_num_seqs, int(max_batched_tokens // query_tokens_per_seq(dep)))
         self.window = dep.model.sliding_window_tokens or 0
         ratio = dep.model.kv_elements_per_token_sliding / dep.model.kv_elements_per_token_full
         self.sliding_extra_blocks = kv.blocks_for(self.window) if self.window and ratio else 0
@@ -114,7 +123,8 @@ class ReplicaEngine:
         """A request arrives at this replica (rejected if it could never fit in the KV cache)."""
         t = self.table
         t.replica[rid] = self.replica_id
-        if self.kv.blocks_for(t.input_tokens[rid] + t.output_tokens[rid]) > self.max_sequence_blocks:
+        held = t.input_tokens[rid] + (0 if self.role == "prefill" else t.output_tokens[rid])
+        if self.kv.blocks_for(held) > self.max_sequence_blocks:
             self.rejected += 1
             return
         self.outstanding_list[self.outstanding_index] += 1
@@ -139,6 +149,8 @@ class ReplicaEngine:
     def plan_step(self, now_s: float) -> float | None:
         """Form the next step's batch at ``now_s``; return its duration (s), or None if nothing can run."""
         s = self.step + 1
+        if self.role == "decode":
+            self._admit_decoded(now_s)
         if self.n_dec:
             self._grow(s)
         budget = self.max_batched_tokens - self.n_dec
@@ -156,7 +168,8 @@ class ReplicaEngine:
             self.prefill_blocks[entry[0]] += extra
             chunks.append((entry, c))
             budget -= c
-        while self.waiting and budget > 0 and self.n_dec + len(self.prefill) < self.max_num_seqs:
+        while (self.waiting and budget > 0 and self.n_dec + len(self.prefill) < self.max_num_seqs
+               and self.role != "decode"):
             rid = self.waiting[0]
             target = self.table.input_tokens[rid] + self.table.generated[rid]
             c = min(target, budget)
@@ -284,10 +297,37 @@ class ReplicaEngine:
             t.first_token_at_s[rid] = now_s
         remaining = t.output_tokens[rid] - t.generated[rid]
         blocks = self.prefill_blocks.pop(rid)
-        if remaining <= 0:
+        if remaining <= 0 or self.role == "prefill":   # done, or handed off to a decode replica
             self.kv.free(blocks)
             self._complete(rid, now_s)
             return
+        self._join_decode(rid, s, target, remaining)
+
+    def _admit_decoded(self, now_s: float) -> None:
+        """Decode role: admit waiting sequences (FCFS) with the blocks of their context, as if their prefill
+        had completed at the last step (so the next step's block growth covers them)."""
+        t = self.table
+        while self.waiting and self.n_dec < self.decode_cap:
+            rid = self.waiting[0]
+            target = t.input_tokens[rid] + t.generated[rid]
+            blocks = self.kv.blocks_for(target) + self.sliding_extra_blocks
+            if not self.kv.allocate(blocks):
+                return
+            self.waiting.popleft()
+            if t.generated[rid] == 0:   # the first token came with the hand-off
+                t.scheduled_at_s[rid] = max(now_s, t.arrival_at_s[rid])
+                t.first_token_at_s[rid] = t.arrival_at_s[rid]
+                t.generated[rid] = 1
+            remaining = t.output_tokens[rid] - t.generated[rid]
+            if remaining <= 0:
+                self.kv.free(blocks)
+                self._complete(rid, now_s)
+                continue
+            self._join_decode(rid, self.step, target, remaining)
+
+    def _join_decode(self, rid: int, s: int, target: int, remaining: int) -> None:
+        """Sequence ``rid`` (``target`` tokens of context) decodes from step s + 1 and finishes at step
+        s + ``remaining``."""
         epoch = self.epoch.get(rid, 0)
         self.decoding[rid] = epoch
         self.join[rid] = (s, target)

@@ -42,11 +42,13 @@ _CAPACITY_PROBE_CONTEXT_TOKENS = 1024
 @dataclass(frozen=True)
 class ReplicaGroup:
     """``count`` identical replicas of one deployment. ``step_model`` overrides the iteration-time
-    model (any ``StepModel`` subclass, e.g. a fixed or random step time for queueing-theory tests)."""
+    model (any ``StepModel`` subclass, e.g. a fixed or random step time for queueing-theory tests).
+    ``role``: what the replicas serve (``engine.ROLES``: mixed, or one phase of disaggregated serving)."""
 
     deployment: Deployment
     count: int
     step_model: StepModel | None = None
+    role: str = "mixed"
 
 
 @dataclass(frozen=True)
@@ -113,9 +115,9 @@ def _build_replicas(
         plan = plan_memory(dep)
         require_fit(dep, plan)
         model = group.step_model or StepModel(dep)
-        built.append((group.count, dep, plan, model, capacity_weight(model)))
-    top = max(w for *_, w in built)
-    for count, dep, plan, model, weight in built:
+        built.append((group.count, dep, plan, model, capacity_weight(model), group.role))
+    top = max(b[4] for b in built)
+    for count, dep, plan, model, weight, role in built:
         for _ in range(count):
             engine = ReplicaEngine(
                 len(replicas),
@@ -124,6 +126,7 @@ def _build_replicas(
                 table,
                 max_num_seqs=dep.max_num_seqs,
                 max_batched_tokens=dep.max_batched_tokens,
+                role=role,
             )
             replicas.append(Replica(env, engine, weight / top))
     return replicas
