@@ -12,8 +12,8 @@ decode) is never worse there; the replay splits only Server and Interactive syst
 
 Fast rates, in requests/s per replica, from the same ``StepModel`` as the rest of the replay:
 
-- decode: the largest decode-only batch b whose p99 TPOT meets the limit (the mean step under the limit,
-  less the headroom for the batch's own spread: ``replay.allowed_mean_step_s`` with no prefill term);
+- decode: the largest decode-only batch b whose p99 TPOT meets the limit (``replay.server_batch`` on the
+  decode-only step with no prefill term in the spread);
   rate = b / step(b) / mean output tokens (``step`` is per emitted token with speculative decoding).
 - prefill: full chunks (``max_batched_tokens``) at utilisation u, with a request's TTFT stretched like a
   processor-sharing sojourn, prefill_time(p99 prompt) / (1 - u) <= TTFT limit, so
@@ -95,21 +95,10 @@ def decode_rate_per_s(model: StepModel, dep: Deployment, plan: MemoryPlan, lens:
     """Fast requests/s of one decode-only replica under the p99 TPOT limit."""
     from simulator import replay  # replay imports this module
 
-    kv = plan.kv_capacity_tokens / (lens.decode_context + plan.kv_block_tokens / 2.0)
-    b_max = max(1, int(min(kv, dep.max_num_seqs, dep.max_batched_tokens / query_tokens_per_seq(dep))))
-
-    def step_s(n: int) -> float:
-        return replay._step_time_s(model, dep, n, lens, 0.0)
-
-    b = b_max
-    if math.isfinite(tpot_limit_s):
-        top = replay.largest_under(step_s, tpot_limit_s, b_max)
-        if top == 0:
-            return 0.0
-        slope_s = max(step_s(top + 1) - step_s(top), 0.0)
-        spread_s2 = slope_s**2 * replay.decode_batch_variance(top, step_s(top), slope_s)
-        allowed_s = replay.allowed_mean_step_s((0.0, spread_s2), tpot_limit_s, lens)
-        b = replay.largest_under(step_s, allowed_s, top)
+    b_max = max(1, int(min(replay.kv_batch_limit(plan, lens), dep.max_num_seqs,
+                           dep.max_batched_tokens / query_tokens_per_seq(dep))))
+    step_s = replay._memoised(lambda n: replay._step_time_s(model, dep, n, lens, 0.0))
+    b = replay.server_batch(model, dep, b_max, lens, tpot_limit_s, step_s, with_prefill=False)
     return b / step_s(b) / lens.mean_output if b else 0.0
 
 

@@ -237,9 +237,14 @@ def _step_time_s(model: StepModel, dep: Deployment, batch: float, lens: Lengths,
         batch, batch * lens.decode_context, batch * min(lens.decode_context, window) if window else 0.0)
 
 
+def kv_batch_limit(plan: MemoryPlan, lens: Lengths) -> float:
+    """Sequences the KV cache holds at the time-weighted mean decode context (half a block of slack each)."""
+    return plan.kv_capacity_tokens / (lens.decode_context + plan.kv_block_tokens / 2.0)
+
+
 def max_batch(dep: Deployment, plan: MemoryPlan, lens: Lengths) -> int:
     """Largest steady decode batch: KV at the mean context, max_num_seqs, and the per-step token budget."""
-    kv = plan.kv_capacity_tokens / (lens.decode_context + plan.kv_block_tokens / 2.0)
+    kv = kv_batch_limit(plan, lens)
     # a step's budget holds the decodes' query tokens and the prefill that keeps them full
     budget = dep.max_batched_tokens / (query_tokens_per_seq(dep) + tokens_per_step(dep) * lens.mean_input
                                        / lens.mean_output)
@@ -330,10 +335,11 @@ def decode_batch_variance(batch: float, step_s: float, slope_s: float) -> float:
 
 
 def tpot_variances_s2(model: StepModel, dep: Deployment, batch: int, lens: Lengths,
-                      mean_s: Callable[[int], float] | None = None) -> tuple[float, float]:
+                      mean_s: Callable[[int], float] | None = None,
+                      with_prefill: bool = True) -> tuple[float, float]:
     """(P, Q) in s^2: a request whose life spans k steps (output quantile q, k = q - 1) has a TPOT variance
     P / k + Q w_q, with ``batch`` decoding steadily (``mean_s``: ``mean_step_s`` of a batch, s; default
-    computed).
+    computed). ``with_prefill`` False: a decode-only replica (disaggregated serving), P = 0.
 
     A request's TPOT is the mean of its k step durations. Two sources vary it: (1) the prefill work of the
     prompts that arrive meanwhile (Poisson, batch / mean output per step; compound-Poisson variance
@@ -342,15 +348,17 @@ def tpot_variances_s2(model: StepModel, dep: Deployment, batch: int, lens: Lengt
     averaged over the life with the M/G/inf correlation (w_q = ``Lengths.batch_averaging``), times the
     step time per extra sequence: Q = slope^2 Var(batch). Short requests carry the tail.
     """
-    chunk = prefill_per_step(dep, batch, lens)[1]
-    decode_s = _step_time_s(model, dep, batch, lens, 0.0)
-    c_s_per_token = max(_step_time_s(model, dep, batch, lens, chunk) - decode_s, 0.0) / chunk
     step_s = mean_s or (lambda n: mean_step_s(model, dep, n, lens))
     mean_step = step_s(batch)
     slope_s = max(step_s(batch + 1) - mean_step, 0.0)
+    batch_var = slope_s**2 * decode_batch_variance(batch, mean_step, slope_s)
+    if not with_prefill:
+        return 0.0, batch_var
+    chunk = prefill_per_step(dep, batch, lens)[1]
+    decode_s = _step_time_s(model, dep, batch, lens, 0.0)
+    c_s_per_token = max(_step_time_s(model, dep, batch, lens, chunk) - decode_s, 0.0) / chunk
     input_sq = 2.0 * lens.mean_input * lens.pairs_per_prefill_token
-    prefill_var = c_s_per_token**2 * input_sq * batch / lens.mean_output
-    return prefill_var, slope_s**2 * decode_batch_variance(batch, mean_step, slope_s)
+    return c_s_per_token**2 * input_sq * batch / lens.mean_output, batch_var
 
 
 def tail_headroom_s(sd_s: np.ndarray) -> float:
@@ -426,22 +434,23 @@ def largest_under(step_s: Callable[[int], float], limit_s: float, b_max: int) ->
 
 
 def server_batch(model: StepModel, dep: Deployment, b_max: int, lens: Lengths, limit_s: float,
-                 mean_s: Callable[[int], float] | None = None) -> int:
+                 mean_s: Callable[[int], float] | None = None, with_prefill: bool = True) -> int:
     """Largest steady decode batch whose p99 TPOT meets ``limit_s`` (0: none). Two passes: the batch whose
     mean step reaches the limit sets the TPOT spread (``tpot_variances_s2``), which lowers the mean allowed
     (``allowed_mean_step_s``); then the largest batch under that mean. ``mean_s``: ``mean_step_s`` of a
-    batch (s), e.g. memoised (default: computed)."""
+    batch (s), e.g. memoised (default: computed); ``with_prefill`` False for a decode-only replica."""
     if not math.isfinite(limit_s):
         return b_max
     step_s = mean_s or (lambda n: mean_step_s(model, dep, n, lens))
     top_s = step_s(b_max)
-    if top_s <= limit_s and top_s <= allowed_mean_step_s(tpot_variances_s2(model, dep, b_max, lens, step_s),
-                                                         limit_s, lens):
+    if top_s <= limit_s and top_s <= allowed_mean_step_s(
+            tpot_variances_s2(model, dep, b_max, lens, step_s, with_prefill), limit_s, lens):
         return b_max   # what the two passes return when the largest batch already meets the p99
     b = largest_under(step_s, limit_s, b_max)
     if b == 0:
         return b
-    allowed_s = allowed_mean_step_s(tpot_variances_s2(model, dep, b, lens, step_s), limit_s, lens)
+    allowed_s = allowed_mean_step_s(tpot_variances_s2(model, dep, b, lens, step_s, with_prefill), limit_s,
+                                    lens)
     return largest_under(step_s, allowed_s, b)
 
 
