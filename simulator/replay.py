@@ -7,6 +7,10 @@ and node size) becomes, per part (one accelerator kind and its GPU count):
    part's GPUs; an NVL72 rack is one domain), for MoE models also EP = TP with tensor- or data-parallel
    attention, and PP = 2 only when nothing fits on one domain, that fits in memory. The layout with the
    highest predicted output tokens/s per GPU (fast evaluator below) wins; replicas = GPUs // (tp * pp).
+   In ``full`` mode the ``FULL_LAYOUTS`` best layouts within ``FULL_LAYOUT_BAND`` of the best fast score
+   are each simulated and the best simulated wins: on near-ties the simulation ranks layouts the fast rule
+   cannot (llama3.1-405b Server on 8x B200: TP2 / TP4 / TP8 within 1.2% by the fast rule, 0.74 / 0.92 /
+   0.96 of it simulated). Sizing simulates every candidate layout anyway.
 2. Prediction of one replica, then times replicas:
    - ``fast``: a steady-state evaluation from the same ``StepModel`` (used by calibration).
      Offline: the largest batch B that fits (KV at the time-weighted mean context, ``max_num_seqs``,
@@ -102,6 +106,8 @@ SEARCH_STEPS = 6            # bisection steps of the rate search (about 1% resol
 _LENGTH_SAMPLES = 20000
 SPLIT_SCENARIOS = ("interactive",)   # where the replay tries disaggregated serving (``disaggregation``)
 SPLIT_ABOVE_GPUS = 8                 # ... and only on systems larger than one 8-GPU node
+FULL_LAYOUT_BAND = 0.9   # full mode simulates the layouts within this fraction of the best fast score ...
+FULL_LAYOUTS = 3         # ... at most this many, and keeps the best simulated (``predict_part``)
 
 
 @dataclass(frozen=True)
@@ -565,34 +571,42 @@ def _calibrated(key: PartKey, calibration: dict[str, Any] | None
     return out
 
 
-def best_layout(key: PartKey, calibration: dict[str, Any] | None
-                ) -> tuple[Deployment, MemoryPlan, float, float] | None:
-    """(deployment with calibrated efficiency, plan, fast steady tokens/s per replica, fast drain lost s)
-    of the layout with the highest fast tokens/s per GPU (Offline: over a 600 s run including the drain);
-    the first such layout of ``candidates(key)`` on a tie.
+def ranked_layouts(key: PartKey, calibration: dict[str, Any] | None, band: float = 1.0
+                   ) -> list[tuple[Deployment, MemoryPlan, float, float]]:
+    """Every layout whose fast tokens/s per GPU (Offline: over a 600 s run including the drain) is at least
+    ``band`` (in (0, 1]) times the best, best first, as (deployment with calibrated efficiency, plan, fast
+    steady tokens/s per replica, fast drain lost s); equal scores keep the order of ``candidates(key)``.
+    Empty when no layout has a positive score.
 
     A layout scores at most its ceiling (its Offline rate, times ``SERVER_LOAD_CAP`` for Server, with no
     drain), which costs one step evaluation; the Server batch search and the Offline drain, the expensive
-    part, run from the highest ceiling down and are skipped for a layout whose ceiling is below the best
-    score found so far (it cannot win): the same answer as pricing every layout."""
+    part, run from the highest ceiling down and are skipped for a layout whose ceiling is below ``band`` times
+    the best score found so far (it cannot make the list): the same answer as pricing every layout."""
     lens = lengths(key.model_id)
     started = [_fast_start(dep, plan, lens, model) for dep, plan, model in _calibrated(key, calibration)]
     cap = 1.0 if key.scenario == "offline" else SERVER_LOAD_CAP
     ceilings = [_layout_score(cap * r.offline, 0.0, r.dep.layout.gpus) for r in started]
-    best: tuple[_Replica, float, float] | None = None
-    best_i, best_score = -1, 0.0
+    scored: list[tuple[float, int, _Replica, float, float]] = []
+    best_score = 0.0
     for i in sorted(range(len(started)), key=lambda j: -ceilings[j]):
-        if ceilings[i] < best_score:
+        if ceilings[i] <= 0.0 or ceilings[i] < band * best_score:
             continue
         r = started[i]
         steady, lost = _fast_finish(r, key, lens)
         score = _layout_score(steady, lost, r.dep.layout.gpus)
-        if score > best_score or (score == best_score and i < best_i):
-            best, best_i, best_score = (r, steady, lost), i, score
-    if best is None:
-        return None
-    r, steady, lost = best
-    return r.model.deployment, r.plan, steady, lost
+        best_score = max(best_score, score)
+        scored.append((score, i, r, steady, lost))
+    kept = sorted((s for s in scored if s[0] > 0.0 and s[0] >= band * best_score),
+                  key=lambda s: (-s[0], s[1]))
+    return [(r.model.deployment, r.plan, steady, lost) for _, _, r, steady, lost in kept]
+
+
+def best_layout(key: PartKey, calibration: dict[str, Any] | None
+                ) -> tuple[Deployment, MemoryPlan, float, float] | None:
+    """The first of ``ranked_layouts(key, calibration)``: the layout with the highest fast tokens/s per GPU
+    (the first such layout of ``candidates(key)`` on a tie), or None when none has a positive rate."""
+    ranked = ranked_layouts(key, calibration)
+    return ranked[0] if ranked else None
 
 
 def imbalance_lost_s(replicas: int, lens: Lengths, requests_per_replica: float, run_s: float) -> float:
@@ -686,44 +700,73 @@ def _efficiency_signature(dep: Deployment) -> tuple:
 _FULL_CACHE: dict[tuple, dict[str, Any]] = {}
 
 
+def _simulated(dep: Deployment, plan: MemoryPlan, key: PartKey, lens: Lengths, fast: float, seed: int
+               ) -> dict[str, Any]:
+    """Full simulation of one replica of ``dep`` for ``key`` (Offline run or Server rate search), memoised."""
+    cache_key = (key, dep.layout, _efficiency_signature(dep), seed)
+    if cache_key not in _FULL_CACHE:
+        if key.scenario == "offline":
+            _FULL_CACHE[cache_key] = simulate_offline(dep, plan, lens, fast, seed)
+        else:
+            _FULL_CACHE[cache_key] = simulate_server(dep, key, lens, fast, seed)
+    return _FULL_CACHE[cache_key]
+
+
 def predict_part(key: PartKey, count: int, calibration: dict[str, Any] | None, mode: str = "full",
                  seed: int = 0) -> dict[str, Any]:
-    """Prediction for one part of a system: layout, replicas, tokens/s (``mode`` 'fast' or 'full')."""
-    best = best_layout(key, calibration)
-    if best is None:
+    """Prediction for one part of a system: layout, replicas, tokens/s (``mode`` 'fast' or 'full').
+
+    Fast: the layout with the best fast score. Full: the ``FULL_LAYOUTS`` best layouts within
+    ``FULL_LAYOUT_BAND`` of the best fast score are each simulated and the highest simulated tokens/s of the
+    part wins (the fast rule cannot rank near-ties: their simulations differ by up to ~25%)."""
+    ranked = ranked_layouts(key, calibration, FULL_LAYOUT_BAND if mode == "full" else 1.0)
+    if not ranked:
         why = (f"no layout of {key.model_id} {key.precision} fits and meets the limits on "
                f"{key.accelerator_id} (TP <= {key.max_tp})")
         return {"tokens_per_s": 0.0, "unsupported": why}
-    dep, plan, fast, fast_lost = best
     lens = lengths(key.model_id)
-    replicas = count // dep.layout.gpus
-    info: dict[str, Any] = {"accelerator": key.accelerator_id, "layout": dep.layout.label(),
-                            "replicas": replicas, "fast_replica_tokens_per_s": fast,
-                            "efficiency_source": dep.efficiency.source,
-                            "group": calibration_key(key.accelerator_id, dep.compute_family, key.framework),
-                            "architecture": dep.accelerator.architecture}
-    if replicas < 1:
-        return {**info, "tokens_per_s": 0.0, "unsupported": "fewer GPUs than one replica needs"}
+    dep, _, fast, _ = ranked[0]
+    if count // dep.layout.gpus < 1:
+        return {**_base_info(key, dep, 0, fast), "tokens_per_s": 0.0,
+                "unsupported": "fewer GPUs than one replica needs"}
     split = None if not splits(key, count) else best_split(
         _calibrated(key, calibration), count, lens, key.ttft_limit_s, key.tpot_limit_s)
-    if split is not None and split.rate_per_s * lens.mean_output > fast * replicas:
+    if split is not None and split.rate_per_s * lens.mean_output > fast * (count // dep.layout.gpus):
         return _predict_split(split, key, count, lens, mode, seed)
     if mode == "fast":
-        per_replica, lost = fast, fast_lost
-    else:
-        cache_key = (key, dep.layout, _efficiency_signature(dep), seed)
-        if cache_key not in _FULL_CACHE:
-            if key.scenario == "offline":
-                _FULL_CACHE[cache_key] = simulate_offline(dep, plan, lens, fast, seed)
-            else:
-                _FULL_CACHE[cache_key] = simulate_server(dep, key, lens, fast, seed)
-        info.update(_FULL_CACHE[cache_key])
+        return _part_info(key, count, ranked[0], lens, None)
+    tried = [_part_info(key, count, cand, lens, _simulated(*cand[:2], key, lens, cand[2], seed))
+             for cand in ranked[:FULL_LAYOUTS] if count // cand[0].layout.gpus >= 1]
+    best = max(tried, key=lambda info: info["tokens_per_s"])  # the first on a tie
+    if len(tried) > 1:  # the fast evaluator's prediction is the fast-best layout's, whichever wins here
+        best["fast_tokens_per_s"] = tried[0]["fast_tokens_per_s"]
+        best["layouts_simulated"] = {info["layout"]: info["tokens_per_s"] for info in tried}
+    return best
+
+
+def _base_info(key: PartKey, dep: Deployment, replicas: int, fast: float) -> dict[str, Any]:
+    return {"accelerator": key.accelerator_id, "layout": dep.layout.label(), "replicas": replicas,
+            "fast_replica_tokens_per_s": fast, "efficiency_source": dep.efficiency.source,
+            "group": calibration_key(key.accelerator_id, dep.compute_family, key.framework),
+            "architecture": dep.accelerator.architecture}
+
+
+def _part_info(key: PartKey, count: int, cand: tuple[Deployment, MemoryPlan, float, float], lens: Lengths,
+               simulated: dict[str, Any] | None) -> dict[str, Any]:
+    """The part's prediction with layout ``cand`` (from ``ranked_layouts``): fast when ``simulated`` is None,
+    else from that full simulation of one replica; ``fast_tokens_per_s`` is always the fast evaluator's."""
+    dep, _, fast, fast_lost = cand
+    replicas = count // dep.layout.gpus
+    info = _base_info(key, dep, replicas, fast)
+    per_replica, lost = fast, fast_lost
+    if simulated is not None:
+        info.update(simulated)
         per_replica, lost = info["steady_tokens_per_s"], info.get("drain_lost_s", 0.0)
     factor, extra = _mlperf_run_factor(key, lens, per_replica, lost, replicas)
     info.update(extra)
     info["run_factor"] = factor
     info["tokens_per_s"] = per_replica * replicas * factor
-    fast_factor = factor if mode == "fast" else _mlperf_run_factor(key, lens, fast, fast_lost, replicas)[0]
+    fast_factor = factor if simulated is None else _mlperf_run_factor(key, lens, fast, fast_lost, replicas)[0]
     info["fast_tokens_per_s"] = fast * replicas * fast_factor   # what calibration fits, for comparison
     return info
 

@@ -180,19 +180,45 @@ def test_simulation_correction_applies_to_the_simulated_prediction_only() -> Non
     [replay.PartKey("h200", "llama2-70b", "fp8", "trtllm", "offline", 8, 8, None, None),
      replay.PartKey("b200", "deepseek-r1", "fp4", "trtllm", "server", 8, 8, 2.0, 0.08),
      replay.PartKey("mi355x", "gpt-oss-120b", "fp4", "vllm", "interactive", 8, 8, 0.5, 0.01),
-     replay.PartKey("h100", "mixtral-8x7b", "fp8", "trtllm", "offline", 8, 8, None, None)],
+     replay.PartKey("h100", "mixtral-8x7b", "fp8", "trtllm", "offline", 8, 8, None, None),
+     replay.PartKey("b200", "llama3.1-405b", "fp4", "trtllm", "server", 8, 8, 6.0, 0.175)],
 )
-def test_best_layout_skips_only_layouts_that_cannot_win(key: replay.PartKey) -> None:
-    """Pricing every layout with ``fast_replica`` and keeping the first of the highest score gives the
-    layout, rate and drain ``best_layout`` returns (it skips layouts whose ceiling is below the best)."""
+@pytest.mark.parametrize("band", [1.0, 0.9, 0.5])
+def test_ranked_layouts_skip_only_layouts_that_cannot_make_the_band(key: replay.PartKey, band: float) -> None:
+    """Pricing every layout with ``fast_replica`` and keeping those scoring at least ``band`` x the best, best
+    first (ties in candidate order), gives ``ranked_layouts`` (which skips layouts whose ceiling is below the
+    band); its first is ``best_layout``."""
     lens = replay.lengths(key.model_id)
-    best, best_score = None, 0.0
-    for dep, plan in replay.candidates(key):
+    scored = []
+    for i, (dep, plan) in enumerate(replay.candidates(key)):
         d = replace(dep, efficiency=replay.efficiency_for(key.accelerator_id, dep.compute_family,
                                                           dep.framework, {}))
         steady, lost = replay.fast_replica(d, plan, key, lens)
         score = steady * replay.MLPERF_RUN_S / (replay.MLPERF_RUN_S + lost) / d.layout.gpus
-        if score > best_score:
-            best, best_score = (d, plan, steady, lost), score
-    assert best is not None
-    assert replay.best_layout(key, {}) == best
+        scored.append((score, i, (d, plan, steady, lost)))
+    best_score = max(s for s, _, _ in scored)
+    assert best_score > 0
+    expected = [c for s, _, c in sorted(scored, key=lambda t: (-t[0], t[1])) if s >= band * best_score]
+    assert replay.ranked_layouts(key, {}, band) == expected
+    assert replay.best_layout(key, {}) == expected[0]
+
+
+def test_full_mode_keeps_the_best_simulated_of_the_near_tied_layouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full mode simulates up to ``FULL_LAYOUTS`` layouts in the band and keeps the highest simulated
+    tokens/s, whatever their fast order; the part's fast figure stays the fast-best layout's (what the fast
+    evaluator predicts), so the simulation correction compares like with like."""
+    key = replay.PartKey("b200", "llama3.1-405b", "fp4", "trtllm", "server", 8, 8, 6.0, 0.175)
+    monkeypatch.setattr(replay, "FULL_LAYOUT_BAND", 0.01)   # a wide band: every layout that runs is in it
+    ranked = replay.ranked_layouts(key, {}, replay.FULL_LAYOUT_BAND)
+    assert len(ranked) >= 2
+    tried = ranked[:replay.FULL_LAYOUTS]
+    # simulated rate per replica: the fast order reversed, the last tried layout best per GPU
+    fake = {c[0].layout: 100.0 * (k + 1) * c[0].layout.gpus for k, c in enumerate(tried)}
+    monkeypatch.setattr(replay, "_simulated",
+                        lambda dep, *a, **k: {"steady_tokens_per_s": fake[dep.layout], "rate_per_s": 1.0})
+    part = replay.predict_part(key, 8, {}, "full")
+    winner = tried[-1][0]
+    assert part["layout"] == winner.layout.label()
+    assert part["tokens_per_s"] == pytest.approx(100.0 * len(tried) * 8)
+    assert set(part["layouts_simulated"]) == {c[0].layout.label() for c in tried}
+    assert part["fast_tokens_per_s"] == pytest.approx(replay.predict_part(key, 8, {}, "fast")["tokens_per_s"])
