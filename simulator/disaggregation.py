@@ -23,8 +23,9 @@ Fast rates, in requests/s per replica, from the same ``StepModel`` as the rest o
 The KV hand-off is not timed: 405b's 9.4k-token prompt is ~2.4 GB of FP8 KV, ~3 ms over 900 GB/s of NVLink
 and ~50 ms over a 400 Gb/s NIC, spread over 654 output tokens (< 0.1 ms of TPOT each).
 ``balance``: whole replicas within the part's GPUs, n_p g_p + n_d g_d <= GPUs with n_p, n_d >= 1,
-maximising min(n_p r_p, n_d r_d). ``best_split`` tries every pair of fitting layouts (prefill without
-speculative decoding, which only drafts decode tokens).
+maximising min(n_p r_p, n_d r_d). ``best_pair`` tries every pair of fitting layouts (``role_rates``: prefill
+without speculative decoding, which only drafts decode tokens). In full mode the replay simulates a
+``shortlist`` of each role's layouts and balances the best pair on the simulated rates.
 """
 
 from __future__ import annotations
@@ -115,14 +116,25 @@ def prefill_rate_per_s(model: StepModel, dep: Deployment, lens: Lengths, ttft_li
     return utilisation * chunk / replay._step_time_s(model, dep, 0.0, lens, chunk) / lens.mean_input
 
 
-def best_split(replicas: Sequence[tuple[Deployment, MemoryPlan, StepModel]], gpus: int, lens: Lengths,
-               ttft_limit_s: float | None, tpot_limit_s: float | None) -> Split | None:
-    """The split of ``gpus`` with the highest fast rate over every (prefill, decode) pair of ``replicas``
-    (deployment, memory plan, calibrated step model); None if no pair fits."""
-    decode = [(dep, plan, decode_rate_per_s(model, dep, plan, lens, tpot_limit_s or math.inf))
-              for dep, plan, model in replicas]
-    prefill = [(dep, plan, prefill_rate_per_s(model, dep, lens, ttft_limit_s))
+RoleRates = list[tuple[Deployment, MemoryPlan, float]]   # (deployment, plan, requests/s per replica)
+
+
+def role_rates(replicas: Sequence[tuple[Deployment, MemoryPlan, StepModel]], lens: Lengths,
+               ttft_limit_s: float | None, tpot_limit_s: float | None) -> tuple[RoleRates, RoleRates]:
+    """(prefill, decode): each layout of ``replicas`` (deployment, memory plan, calibrated step model) with
+    its fast rate in that role (prefill: without speculative decoding, which only drafts decode tokens). The
+    deployments returned are the step models' (they carry the calibrated efficiency the rates were priced
+    with, which the full simulation must use too)."""
+    prefill = [(model.deployment, plan, prefill_rate_per_s(model, dep, lens, ttft_limit_s))
                for dep, plan, model in replicas if not dep.layout.speculative]
+    decode = [(model.deployment, plan, decode_rate_per_s(model, dep, plan, lens, tpot_limit_s or math.inf))
+              for dep, plan, model in replicas]
+    return prefill, decode
+
+
+def best_pair(prefill: RoleRates, decode: RoleRates, gpus: int) -> Split | None:
+    """The split of ``gpus`` with the highest rate over every (prefill, decode) pair of the given rates (the
+    first such pair on a tie); None if no pair fits."""
     best: Split | None = None
     for p_dep, p_plan, r_p in prefill:
         for d_dep, d_plan, r_d in decode:
@@ -133,3 +145,15 @@ def best_split(replicas: Sequence[tuple[Deployment, MemoryPlan, StepModel]], gpu
             if best is None or split.rate_per_s > best.rate_per_s * (1.0 + 1e-12):
                 best = split
     return best
+
+
+def shortlist(rates: RoleRates, band: float, k: int, gpus: int) -> RoleRates:
+    """The at most ``k`` layouts of ``rates`` (of at most ``gpus`` GPUs) whose rate per GPU is at least
+    ``band`` times the best, best first (the first on a tie)."""
+    fits = [r for r in rates if r[0].layout.gpus <= gpus and r[2] > 0.0]
+    if not fits:
+        return []
+    per_gpu = [r[2] / r[0].layout.gpus for r in fits]
+    top = max(per_gpu)
+    order = sorted(range(len(fits)), key=lambda i: -per_gpu[i])
+    return [fits[i] for i in order if per_gpu[i] >= band * top][:k]

@@ -35,8 +35,9 @@ Disaggregated prefill/decode (``disaggregation``): for Interactive on a part lar
 their numbers searched); the split wins when it beats the aggregated total. Why only there: allowed on every
 system (Server too), the fast fit got worse (training rms 0.117 -> 0.124, llama2-70b in-sample median 3.0%
 -> 4.9%: 8-GPU submissions serve aggregated whatever the rooflines say); Interactive only, on every system,
-left leave-one-system-out at 4.8% / 18.0% against 4.2% / 18.6%. Full mode simulates one replica of each
-pool in its role and re-balances the pools on those rates.
+left leave-one-system-out at 4.8% / 18.0% against 4.2% / 18.6%. Full mode simulates one replica of every
+layout (up to ``SPLIT_FULL_LAYOUTS``) in each role, with the calibrated efficiency, and balances the best
+(prefill, decode) pair on the simulated rates.
 
 Speculative decoding: where the rules allow it (DeepSeek-R1 / gpt-oss Interactive, the model file's
 ``speculative`` block) every layout is also tried with the reference draft, and the best wins.
@@ -66,7 +67,7 @@ from simulator.deployment import (
     query_tokens_per_seq,
     tokens_per_step,
 )
-from simulator.disaggregation import Split, balance, best_split
+from simulator.disaggregation import RoleRates, Split, best_pair, role_rates, shortlist
 from simulator.efficiency import (
     Efficiency,
     calibration_key,
@@ -108,6 +109,7 @@ SPLIT_SCENARIOS = ("interactive",)   # where the replay tries disaggregated serv
 SPLIT_ABOVE_GPUS = 8                 # ... and only on systems larger than one 8-GPU node
 FULL_LAYOUT_BAND = 0.9   # full mode simulates the layouts within this fraction of the best fast score ...
 FULL_LAYOUTS = 3         # ... at most this many, and keeps the best simulated (``predict_part``)
+SPLIT_FULL_LAYOUTS = 8   # full mode simulates up to this many layouts per role of a split, best per GPU first
 
 
 @dataclass(frozen=True)
@@ -729,10 +731,11 @@ def predict_part(key: PartKey, count: int, calibration: dict[str, Any] | None, m
     if count // dep.layout.gpus < 1:
         return {**_base_info(key, dep, 0, fast), "tokens_per_s": 0.0,
                 "unsupported": "fewer GPUs than one replica needs"}
-    split = None if not splits(key, count) else best_split(
-        _calibrated(key, calibration), count, lens, key.ttft_limit_s, key.tpot_limit_s)
-    if split is not None and split.rate_per_s * lens.mean_output > fast * (count // dep.layout.gpus):
-        return _predict_split(split, key, count, lens, mode, seed)
+    if splits(key, count):
+        roles = role_rates(_calibrated(key, calibration), lens, key.ttft_limit_s, key.tpot_limit_s)
+        split = best_pair(*roles, count)
+        if split is not None and split.rate_per_s * lens.mean_output > fast * (count // dep.layout.gpus):
+            return _predict_split(split, roles, key, count, lens, mode, seed)
     if mode == "fast":
         return _part_info(key, count, ranked[0], lens, None)
     tried = [_part_info(key, count, cand, lens, _simulated(*cand[:2], key, lens, cand[2], seed))
@@ -777,40 +780,59 @@ def splits(key: PartKey, count: int) -> bool:
     return key.scenario in SPLIT_SCENARIOS and count > SPLIT_ABOVE_GPUS
 
 
-def _predict_split(split: Split, key: PartKey, count: int, lens: Lengths, mode: str, seed: int
-                   ) -> dict[str, Any]:
-    """``predict_part`` of a disaggregated plan: fast, the split's rate; full, each pool's replica simulated
-    in its role (decode: highest Poisson rate of hand-offs meeting the p99 TPOT limit; prefill: of prompts
-    meeting the p99 TTFT limit) and the pools re-balanced on those rates (``disaggregation.balance``)."""
-    dec, pre = split.decode, split.prefill
+def _predict_split(split: Split, roles: tuple[RoleRates, RoleRates], key: PartKey, count: int, lens: Lengths,
+                   mode: str, seed: int) -> dict[str, Any]:
+    """``predict_part`` of a disaggregated plan: fast, the split's rate; full, the pools' candidate layouts
+    (the split's own and up to ``SPLIT_FULL_LAYOUTS`` others of each role, best fast rate per GPU first;
+    ``roles`` = fast (prefill, decode) rates) each simulated in its role (decode: highest Poisson rate of
+    hand-offs meeting the p99 TPOT limit; prefill: of prompts meeting the p99 TTFT limit), and the best pair
+    balanced on the simulated rates (``disaggregation.best_pair``)."""
     fast = split.rate_per_s * lens.mean_output
-    info: dict[str, Any] = {
-        "accelerator": key.accelerator_id, "layout": split.label(),
-        "replicas": split.n_prefill + split.n_decode,
-        "disaggregated": {"prefill_layout": pre.layout.label(), "decode_layout": dec.layout.label(),
-                          "prefill_replicas": split.n_prefill, "decode_replicas": split.n_decode},
-        "efficiency_source": dec.efficiency.source,
-        "group": calibration_key(key.accelerator_id, dec.compute_family, key.framework),
-        "architecture": dec.accelerator.architecture, "run_factor": 1.0, "fast_tokens_per_s": fast}
     if mode == "fast":
-        return {**info, "tokens_per_s": fast}
-    runs = {}
-    for role, dep, rate, role_key in (
-            ("decode", dec, split.decode_rate_per_s, replace(key, ttft_limit_s=None)),
-            ("prefill", pre, split.prefill_rate_per_s, replace(key, tpot_limit_s=None))):
-        cache_key = (role_key, dep.layout, _efficiency_signature(dep), seed, role)
-        if cache_key not in _FULL_CACHE:
-            _FULL_CACHE[cache_key] = simulate_server([ReplicaGroup(dep, 1, role=role)], role_key, lens,
-                                                     rate * lens.mean_output, seed)
-        runs[role] = _FULL_CACHE[cache_key]
-    r_p, r_d = runs["prefill"]["rate_per_s"], runs["decode"]["rate_per_s"]
-    n_p, n_d = balance(count, pre.layout.gpus, dec.layout.gpus, r_p, r_d)
-    info["disaggregated"].update(prefill_replicas=n_p, decode_replicas=n_d)
-    info.update(replicas=n_p + n_d, layout=replace(split, n_prefill=n_p, n_decode=n_d).label(),
-                ttft_p99_s=runs["prefill"].get("ttft_p99_s"),
-                tpot_p99_s=runs["decode"].get("tpot_p99_s"),
-                replay_duration_s=max(r.get("replay_duration_s", 0.0) for r in runs.values()))
-    return {**info, "tokens_per_s": min(n_p * r_p, n_d * r_d) * lens.mean_output}
+        return {**_split_info(split, key), "tokens_per_s": fast, "fast_tokens_per_s": fast}
+    chosen = {"prefill": (split.prefill, split.prefill_plan, split.prefill_rate_per_s),
+              "decode": (split.decode, split.decode_plan, split.decode_rate_per_s)}
+    simulated: dict[str, RoleRates] = {}
+    runs: dict[tuple[str, Any], dict[str, Any]] = {}
+    for role, rates in zip(("prefill", "decode"), roles, strict=True):
+        cands = shortlist(rates, 0.0, SPLIT_FULL_LAYOUTS, count)
+        cands = [chosen[role], *(c for c in cands if c[0].layout != chosen[role][0].layout)]
+        simulated[role] = []
+        for dep, plan, rate in cands:
+            runs[role, dep.layout] = _role_run(role, dep, key, lens, rate, seed)
+            simulated[role].append((dep, plan, runs[role, dep.layout]["rate_per_s"]))
+    best = best_pair(simulated["prefill"], simulated["decode"], count)
+    if best is None:
+        return {**_split_info(split, key), "tokens_per_s": 0.0, "fast_tokens_per_s": fast,
+                "note": "no simulated pool met its p99 limit"}
+    used = (runs["prefill", best.prefill.layout], runs["decode", best.decode.layout])
+    return {**_split_info(best, key), "tokens_per_s": best.rate_per_s * lens.mean_output,
+            "fast_tokens_per_s": fast, "ttft_p99_s": used[0].get("ttft_p99_s"),
+            "tpot_p99_s": used[1].get("tpot_p99_s"),
+            "replay_duration_s": max(r.get("replay_duration_s", 0.0) for r in used)}
+
+
+def _split_info(split: Split, key: PartKey) -> dict[str, Any]:
+    dec, pre = split.decode, split.prefill
+    return {"accelerator": key.accelerator_id, "layout": split.label(),
+            "replicas": split.n_prefill + split.n_decode,
+            "disaggregated": {"prefill_layout": pre.layout.label(), "decode_layout": dec.layout.label(),
+                              "prefill_replicas": split.n_prefill, "decode_replicas": split.n_decode},
+            "efficiency_source": dec.efficiency.source,
+            "group": calibration_key(key.accelerator_id, dec.compute_family, key.framework),
+            "architecture": dec.accelerator.architecture, "run_factor": 1.0}
+
+
+def _role_run(role: str, dep: Deployment, key: PartKey, lens: Lengths, rate_per_s: float, seed: int
+              ) -> dict[str, Any]:
+    """``simulate_server`` of one replica of ``dep`` in ``role`` (decode: the TPOT limit only; prefill: the
+    TTFT limit only), started from the fast ``rate_per_s``; memoised."""
+    role_key = replace(key, ttft_limit_s=None) if role == "decode" else replace(key, tpot_limit_s=None)
+    cache_key = (role_key, dep.layout, _efficiency_signature(dep), seed, role)
+    if cache_key not in _FULL_CACHE:
+        _FULL_CACHE[cache_key] = simulate_server([ReplicaGroup(dep, 1, role=role)], role_key, lens,
+                                                 rate_per_s * lens.mean_output, seed)
+    return _FULL_CACHE[cache_key]
 
 
 def _mlperf_run_factor(key: PartKey, lens: Lengths, per_replica: float, lost_s: float,

@@ -164,3 +164,43 @@ def test_replay_splits_only_where_it_pays_and_fits():
     assert "disaggregated" not in replay.predict_part(key8, count8, None, mode="fast")
     key_off, count_off = _key("llama3.1-405b", "Offline", "GB200", 72)
     assert "disaggregated" not in replay.predict_part(key_off, count_off, None, mode="fast")
+
+
+def test_split_deployments_carry_the_calibration_they_were_priced_with():
+    """The split's deployments (which full mode simulates) carry the efficiency of the calibration passed in,
+    not the shipped file's: a CV fold must never simulate with a fit that saw its held-out rows."""
+    key, _ = _key("llama3.1-405b", "Interactive", "GB200", 72)
+    lens = replay.lengths(key.model_id)
+    fold: dict = {}   # no fitted group: every layout falls back to the default efficiency
+    for rates in disaggregation.role_rates(replay._calibrated(key, fold), lens, key.ttft_limit_s,
+                                           key.tpot_limit_s):
+        assert rates
+        for dep, _, _ in rates:
+            assert dep.efficiency == replay.efficiency_for(key.accelerator_id, dep.compute_family,
+                                                           dep.framework, fold)
+    shipped = replay.efficiency_for(key.accelerator_id, rates[0][0].compute_family, key.framework, None)
+    assert shipped != rates[0][0].efficiency   # the test would not see a leak otherwise
+
+
+def test_full_split_balances_the_best_pair_on_simulated_rates(monkeypatch):
+    """Full mode simulates the split's own layouts and the others of each role, then keeps the pair with the
+    highest balanced rate on the simulated rates: here the fast choice simulates worst in both roles."""
+    key, count = _key("llama3.1-405b", "Interactive", "GB200", 72)
+    lens = replay.lengths(key.model_id)
+    fast = replay.predict_part(key, count, {}, mode="fast")["disaggregated"]
+    chosen = {"prefill": fast["prefill_layout"], "decode": fast["decode_layout"]}
+
+    def fake_run(role, dep, *args, **kwargs):   # per GPU: the fast choice 1, TP8 3, the rest 2 req/s
+        label = dep.layout.label()
+        per_gpu = 1.0 if label == chosen[role] else 3.0 if label == "TP8" else 2.0
+        return {"rate_per_s": per_gpu * dep.layout.gpus}
+
+    monkeypatch.setattr(replay, "_role_run", fake_run)
+    part = replay.predict_part(key, count, {}, mode="full")
+    split = part["disaggregated"]
+    assert chosen != {"prefill": "TP8", "decode": "TP8"}   # else the fake could not tell the pairs apart
+    assert (split["prefill_layout"], split["decode_layout"]) == ("TP8", "TP8")
+    n_p, n_d = split["prefill_replicas"], split["decode_replicas"]
+    assert (n_p + n_d) * 8 <= count
+    assert part["tokens_per_s"] == min(n_p, n_d) * 24.0 * lens.mean_output
+    assert (n_p, n_d) == disaggregation.balance(count, 8, 8, 24.0, 24.0)
