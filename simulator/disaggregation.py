@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from simulator.deployment import Deployment, MemoryPlan, query_tokens_per_seq
+from simulator.deployment import Deployment, MemoryPlan
 from simulator.iteration import StepModel
 
 if TYPE_CHECKING:
@@ -62,10 +62,6 @@ class Split:
     def rate_per_s(self) -> float:
         """Requests/s the split sustains: the slower pool's."""
         return min(self.n_prefill * self.prefill_rate_per_s, self.n_decode * self.decode_rate_per_s)
-
-    @property
-    def gpus(self) -> int:
-        return self.n_prefill * self.prefill.layout.gpus + self.n_decode * self.decode.layout.gpus
 
     def label(self) -> str:
         """e.g. 'disagg 3x TP2 prefill + 8x TP8 decode'."""
@@ -96,8 +92,7 @@ def decode_rate_per_s(model: StepModel, dep: Deployment, plan: MemoryPlan, lens:
     """Fast requests/s of one decode-only replica under the p99 TPOT limit."""
     from simulator import replay  # replay imports this module
 
-    b_max = max(1, int(min(replay.kv_batch_limit(plan, lens), dep.max_num_seqs,
-                           dep.max_batched_tokens / query_tokens_per_seq(dep))))
+    b_max = replay.max_batch(dep, plan, lens, with_prefill=False)
     step_s = replay._memoised(lambda n: replay._step_time_s(model, dep, n, lens, 0.0))
     b = replay.server_batch(model, dep, b_max, lens, tpot_limit_s, step_s, with_prefill=False)
     return b / step_s(b) / lens.mean_output if b else 0.0
@@ -147,13 +142,8 @@ def best_pair(prefill: RoleRates, decode: RoleRates, gpus: int) -> Split | None:
     return best
 
 
-def shortlist(rates: RoleRates, band: float, k: int, gpus: int) -> RoleRates:
-    """The at most ``k`` layouts of ``rates`` (of at most ``gpus`` GPUs) whose rate per GPU is at least
-    ``band`` times the best, best first (the first on a tie)."""
+def shortlist(rates: RoleRates, k: int, gpus: int) -> RoleRates:
+    """The at most ``k`` layouts of ``rates`` with a positive rate and at most ``gpus`` GPUs, highest rate per
+    GPU first (the first on a tie)."""
     fits = [r for r in rates if r[0].layout.gpus <= gpus and r[2] > 0.0]
-    if not fits:
-        return []
-    per_gpu = [r[2] / r[0].layout.gpus for r in fits]
-    top = max(per_gpu)
-    order = sorted(range(len(fits)), key=lambda i: -per_gpu[i])
-    return [fits[i] for i in order if per_gpu[i] >= band * top][:k]
+    return sorted(fits, key=lambda r: -r[2] / r[0].layout.gpus)[:k]

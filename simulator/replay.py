@@ -250,12 +250,13 @@ def kv_batch_limit(plan: MemoryPlan, lens: Lengths) -> float:
     return plan.kv_capacity_tokens / (lens.decode_context + plan.kv_block_tokens / 2.0)
 
 
-def max_batch(dep: Deployment, plan: MemoryPlan, lens: Lengths) -> int:
-    """Largest steady decode batch: KV at the mean context, max_num_seqs, and the per-step token budget."""
+def max_batch(dep: Deployment, plan: MemoryPlan, lens: Lengths, with_prefill: bool = True) -> int:
+    """Largest steady decode batch: KV at the mean context, max_num_seqs, and the per-step token budget
+    (``with_prefill``: which also holds the prefill that keeps the batch full; False for a decode-only
+    replica of disaggregated serving)."""
     kv = kv_batch_limit(plan, lens)
-    # a step's budget holds the decodes' query tokens and the prefill that keeps them full
-    budget = dep.max_batched_tokens / (query_tokens_per_seq(dep) + tokens_per_step(dep) * lens.mean_input
-                                       / lens.mean_output)
+    prefill_per_seq = tokens_per_step(dep) * lens.mean_input / lens.mean_output if with_prefill else 0.0
+    budget = dep.max_batched_tokens / (query_tokens_per_seq(dep) + prefill_per_seq)
     return max(1, int(min(kv, dep.max_num_seqs, budget)))
 
 
@@ -795,7 +796,7 @@ def _predict_split(split: Split, roles: tuple[RoleRates, RoleRates], key: PartKe
     simulated: dict[str, RoleRates] = {}
     runs: dict[tuple[str, Any], dict[str, Any]] = {}
     for role, rates in zip(("prefill", "decode"), roles, strict=True):
-        cands = shortlist(rates, 0.0, SPLIT_FULL_LAYOUTS, count)
+        cands = shortlist(rates, SPLIT_FULL_LAYOUTS, count)
         cands = [chosen[role], *(c for c in cands if c[0].layout != chosen[role][0].layout)]
         simulated[role] = []
         for dep, plan, rate in cands:
