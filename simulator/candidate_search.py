@@ -327,7 +327,7 @@ def _fleet_job(args: tuple[Scenario, Found, int]) -> tuple[int, LoadVerdict]:
     return num_replicas, evaluator.evaluate(num_replicas, sc.target_rate_per_s())
 
 
-PAIR_ROUNDS = 3   # rounds of two parallel fleet runs scanning down from the estimate before galloping on
+PAIR_ROUNDS = 3   # rounds of two parallel fleet runs scanning from the estimate before galloping on
 
 
 def _prefetch(sc: Scenario, found: Found, counts: list[int], cache: CachedEvaluator, pair: tuple[int, int],
@@ -347,29 +347,42 @@ def _prefetch(sc: Scenario, found: Found, counts: list[int], cache: CachedEvalua
         message(f"fleets of {pair[1]:,} and {pair[0]:,} in parallel ({time.perf_counter() - started:.1f} s)")
 
 
-def _scan_down_in_pairs(sc: Scenario, found: Found, counts: list[int], cache: CachedEvaluator, start: int,
-                        message: Message | None) -> int:
-    """Where ``sizing.min_replicas`` should start after scanning down from ``start`` two fleets at a time
-    (n, n - 1 in parallel; up to ``PAIR_ROUNDS`` rounds while both pass). A state-aware router lets a fleet
-    carry a few percent more than its replicas alone, so the answer usually sits 0-4 replicas below the
-    estimate: the scan finds it in one or two rounds of wall time where galloping takes three or four
-    sequential runs. Returns the lowest count that passed (its neighbour below is then in the cache), or
-    ``start`` when it failed (the search gallops up from there). Verdicts are the cached ones, so the
-    answer is the one sequential search would find with a monotone verdict."""
+def _scan_in_pairs(sc: Scenario, found: Found, counts: list[int], cache: CachedEvaluator, start: int,
+                   message: Message | None) -> int:
+    """Where ``sizing.min_replicas`` should start after scanning from ``start`` two fleets at a time
+    (up to ``PAIR_ROUNDS`` rounds of two runs in parallel): down (n, n - 1; n - 2, n - 3; ...) while
+    both pass, or, when ``start`` fails, up (n + 1, n + 2; ...) until one passes. The one-replica
+    estimate is usually within a few replicas of the answer (a state-aware router pools a few percent
+    below it; a replica judged alone near capacity can look a little better than in a fleet), so the
+    scan finds it in one or two rounds of wall time where galloping takes three or four sequential
+    runs. Returns the lowest count that passed (its neighbour below is then in the cache), or the
+    highest that failed (the search gallops up from there). Verdicts are the cached ones, so the answer
+    is the one sequential search would find with a monotone verdict."""
     rate = sc.target_rate_per_s()
-    n = lowest_pass = start
-    for _ in range(PAIR_ROUNDS):
-        if n < 2:
+    if start < 2:
+        return start
+    _prefetch(sc, found, counts, cache, (start, start - 1), message)
+    upper, lower = (passes(cache.verdicts[(k, rate)]) for k in (start, start - 1))
+    n = start
+    if upper:  # scan down while both pass
+        for _ in range(PAIR_ROUNDS - 1):
+            if not lower or n - 2 < 2:
+                break
+            n -= 2
+            _prefetch(sc, found, counts, cache, (n, n - 1), message)
+            upper, lower = (passes(cache.verdicts[(k, rate)]) for k in (n, n - 1))
+            if not upper:
+                return n + 1
+        return n - 1 if lower else n
+    for _ in range(PAIR_ROUNDS - 1):  # scan up until one passes
+        if n + 2 > found.cap:
             break
-        _prefetch(sc, found, counts, cache, (n, n - 1), message)
-        upper, lower = (passes(cache.verdicts[(k, rate)]) for k in (n, n - 1))
-        if not upper:
-            break
-        lowest_pass = n - 1 if lower else n
-        if not lower:
-            break
-        n -= 2
-    return lowest_pass
+        _prefetch(sc, found, counts, cache, (n + 2, n + 1), message)
+        for k in (n + 1, n + 2):
+            if passes(cache.verdicts[(k, rate)]):
+                return k
+        n += 2
+    return n
 
 
 def _too_big_to_verify(sc: Scenario, found: Found, evaluator: Evaluator) -> str | None:
@@ -399,7 +412,7 @@ def finish_one(
     verify_from: int | None = None,
 ) -> CandidateResult:
     """Steps 3-4: verify the estimate with whole-fleet runs (or keep it), package, build the row.
-    ``workers`` > 1 scans down from the estimate two fleets at a time in parallel (``_scan_down_in_pairs``;
+    ``workers`` > 1 scans from the estimate two fleets at a time in parallel (``_scan_in_pairs``;
     no hooks; not inside a worker).
     ``verify_from``: search only fleets of at least that many replicas, starting there
     (``sizing.min_replicas(at_least_start=True)``: one fleet run when it passes)."""
@@ -434,7 +447,7 @@ def finish_one(
             start = min(verify_from or math.ceil(target / middle_rate), found.cap)
             if workers > 1 and start > 1 and hooks.evaluator_factory is None and verify_from is None:
                 prefetched = [0]
-                start = _scan_down_in_pairs(sc, found, prefetched, evaluator, start, message)
+                start = _scan_in_pairs(sc, found, prefetched, evaluator, start, message)
                 counting.count += prefetched[0]
             replicas, verdict = min_replicas(
                 evaluator, rate_per_s=target, start=start, max_replicas=found.cap,

@@ -28,7 +28,7 @@ from simulator.deployment import Deployment, Layout, MemoryPlan
 from simulator.errors import InputError
 from simulator.hardware import Accelerator, load_accelerator
 from simulator.iteration import BatchShape, StepModel, prefill_pairs
-from simulator.metrics import Slo
+from simulator.metrics import Slo, queue_delay_growth
 from simulator.models import load_model, no_speculative_error
 from simulator.packaging import Packaging, package
 from simulator.scenario import FORMATS_AUTO, Scenario, WorkloadSpec
@@ -46,7 +46,9 @@ MIN_WINDOW_REQUESTS = 200  # a one-replica run's window lasts long enough for th
 DEFAULT_WARMUP_FRAC = 0.2  # warm-up share of the minimum run length
 WARMUP_LATENCIES = 3.0  # warm-up >= this many mean request latencies (replicas fill up)
 WINDOW_LATENCIES = 4.0  # measurement window >= this many mean request latencies
-FLEET_LENGTH_FACTOR = 2.0  # fleet runs: warm-up and window this many times the one-replica multiples
+FLEET_LENGTH_FACTOR = 2.0  # fleet runs: window and cool-down this many times the one-replica multiples
+FLEET_WARMUP_FACTOR = 4.0  # ... and warm-up this many times (fleets near capacity converge slowly)
+QUEUE_HORIZON_S = 600.0  # MLPerf's minimum run: TTFT growing at g s per s must add < the limit in this long
 BORDERLINE_RISE_FRAC = 0.1  # a saturated verdict whose backlog grew by less than this is re-run longer
 EXTEND_FACTOR = 2.0  # ... with warm-up and window this many times longer
 # Fleets whose run would take more replica-steps than this keep the one-replica estimate: ~3.5 min of
@@ -310,17 +312,20 @@ class SimulationEvaluator:
 
     Run lengths: the saturation test looks for a backlog growing through the measurement window, which
     is only meaningful once the replicas are full, so the warm-up lasts at least ``WARMUP_LATENCIES``
-    mean request latencies (arrival to last token) and the window at least ``WINDOW_LATENCIES``; fleet
-    runs, which decide the answer, twice as many (``FLEET_LENGTH_FACTOR``: fleets are verified near
-    capacity, where replicas converge slowly; measured, shorter fleet runs gave answers 3-5% apart
-    between seeds).
+    mean request latencies (arrival to last token) and the window at least ``WINDOW_LATENCIES``. Fleet
+    runs, which decide the answer, have a window twice as long (``FLEET_LENGTH_FACTOR``) and a warm-up
+    four times (``FLEET_WARMUP_FACTOR``): fleets are verified near capacity, where a replica's batch
+    grows toward its steady size for minutes (measured on the Quick start's 80-84 MI355X fleets: ~200 s,
+    while the old 2x warm-up of ~150 s left the window's batches still rising, which the in-system trend
+    rule read as saturation on some seeds and not others: answers 80-82 over seeds 0-4).
     ``search_duration_s`` (one replica) and ``fleet_duration_s`` (fleets, with the router) are minimums.
     One-replica runs use ``latency_hint_s`` (an upper bound, see ``Bounds.mean_e2e_hi_s``); fleet runs
     use ``fleet_latency_s`` = (mean, p99) when set (the planner passes those measured at the highest rate
     one replica passed: the fleet runs each replica near that rate), and their warm-up also covers the
-    p99 latency (long requests fill the replicas last). Arrivals go on after the window for as long as the
-    warm-up (``simulation.run``'s cool-down), so the window's last requests finish under load rather than
-    in a drain with a shrinking batch, which would flatter their TPOT.
+    p99 latency (long requests fill the replicas last). Arrivals go on after the window (``simulation.run``'s
+    cool-down: a one-replica run's warm-up; a fleet's one-replica warm-up multiple, at least its p99
+    latency), so the window's last requests finish under load rather than in a drain with a shrinking
+    batch, which would flatter their TPOT.
     These latency multiples do not shrink with the scenario's ``fidelity`` (which scales the minimums):
     shorter runs would make the saturation test fire on replicas still filling up. Near capacity the
     replicas converge slowly, and a backlog still creeping up can read as saturation: a saturated
@@ -335,7 +340,13 @@ class SimulationEvaluator:
     factor -- the transformation ``replay`` applies to the MLPerf rows it is validated on. Latencies, KV
     occupancy and utilisation are the simulated replica's.
 
-    Verdict: ``meets_slo`` is MLPerf's test (p99 TTFT and p99 TPOT within the limits, not saturated);
+    Verdict: ``meets_slo`` is MLPerf's test (p99 TTFT and p99 TPOT within the limits, not saturated).
+    Saturated: ``metrics.detect_saturation``, or a queue that would outgrow the TTFT limit in a run as
+    long as MLPerf's (``QUEUE_HORIZON_S``): TTFT rising through the window at g s per s
+    (``metrics.queue_delay_growth``) with g x 600 s above the p99 TTFT limit. A fleet ~1% over capacity
+    builds its queue too slowly for the backlog rule (2% of arrivals) and can pass a few-minute window at
+    p99 TTFT just under the limit, yet has no steady state and fails MLPerf's 10-minute run (the Quick
+    start's 80-replica fleet: TTFT rising at 0.007-0.010 s per s, p99 1.6-2.5 s; 81: under 0.0001).
     ``output_tokens_per_s`` counts the output tokens of requests arriving in the measurement window,
     divided by the window (the carried load); ``extra`` adds the per-user decode rate (1 / mean TPOT),
     p50 latencies, the mean latency, mean KV occupancy and preemptions.
@@ -372,20 +383,28 @@ class SimulationEvaluator:
 
     def timing(self, num_replicas: int) -> tuple[float, float]:
         """(duration_s, warmup_s) of a run of ``num_replicas`` replicas."""
+        warmup_s, window_s, _ = self._lengths(num_replicas)
+        return warmup_s + window_s, warmup_s
+
+    def _lengths(self, num_replicas: int) -> tuple[float, float, float]:
+        """(warm-up, window, cool-down) in s of a run of ``num_replicas`` replicas (class docstring)."""
         base = self._search_s if num_replicas == 1 else self._fleet_s
         mean_s, tail_s = (self._hint_s, 0.0)
         if num_replicas > 1 and self.fleet_latency_s is not None:
             mean_s, tail_s = self.fleet_latency_s
         scale = 1.0 if num_replicas == 1 else FLEET_LENGTH_FACTOR
-        warmup = max(DEFAULT_WARMUP_FRAC * base, scale * WARMUP_LATENCIES * mean_s, tail_s)
-        return warmup + max((1.0 - DEFAULT_WARMUP_FRAC) * base, scale * WINDOW_LATENCIES * mean_s), warmup
+        warm_scale = 1.0 if num_replicas == 1 else FLEET_WARMUP_FACTOR
+        cooldown = max(DEFAULT_WARMUP_FRAC * base, WARMUP_LATENCIES * mean_s, tail_s)
+        warmup = max(cooldown, warm_scale * WARMUP_LATENCIES * mean_s)
+        return warmup, max((1.0 - DEFAULT_WARMUP_FRAC) * base, scale * WINDOW_LATENCIES * mean_s), cooldown
 
     def _run(self, num_replicas: int, rate_per_s: float, duration_s: float, warmup_s: float) -> Any:
         """Simulate the load the model replicas carry for a real ``rate_per_s`` (see the class docstring)."""
         simulated_rate_per_s = rate_per_s / self.throughput_factor
+        cooldown_s = warmup_s if num_replicas == 1 else self._lengths(num_replicas)[2]
         return run(self.deployment, self._spec.at_rate(simulated_rate_per_s), num_replicas=num_replicas,
                    duration_s=duration_s, warmup_s=warmup_s, router=self._router, seed=self._seed,
-                   slo=self._slo, cooldown_s=warmup_s)
+                   slo=self._slo, cooldown_s=cooldown_s)
 
     def fleet_replica_steps(self, num_replicas: int, steps_per_replica_s: float) -> float:
         """Replica-steps a run of ``num_replicas`` would simulate (warm-up, window and cool-down), each
@@ -422,9 +441,10 @@ class SimulationEvaluator:
         carried = self.throughput_factor * float(rec.output_tokens[done].sum()) / window_s
         tpot_mean, e2e_mean = s.tpot_s.mean.value, s.e2e_s.mean.value
         per_user = 1.0 / tpot_mean if tpot_mean > 0 and math.isfinite(tpot_mean) else None
+        saturated = s.saturated or self._queue_outgrows_ttft(result)
         return LoadVerdict(
-            meets_slo=bool(s.slo_met) and not s.saturated,
-            saturated=s.saturated,
+            meets_slo=bool(s.slo_met) and not saturated,
+            saturated=saturated,
             ttft_p99_s=s.ttft_s.p99.value,
             tpot_p99_s=s.tpot_s.p99.value,
             output_tokens_per_s=carried,
@@ -441,6 +461,14 @@ class SimulationEvaluator:
                 "steps_per_replica_s": result.steps / (result.num_replicas * result.end_at_s),
             },
         )
+
+
+    def _queue_outgrows_ttft(self, result: Any) -> bool:
+        """Whether TTFT grows through the window fast enough to add more than the p99 TTFT limit over
+        ``QUEUE_HORIZON_S`` (a queue building slowly passes a short run but fails a run as long as MLPerf's,
+        and never reaches a steady state)."""
+        growth = queue_delay_growth(result.records, warmup_s=result.warmup_s, end_at_s=result.duration_s)
+        return growth * QUEUE_HORIZON_S > self._slo.ttft_p99_s
 
 
 def backlog_rise_frac(result: Any) -> float:

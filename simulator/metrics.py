@@ -303,6 +303,11 @@ def _trend(batch_means: np.ndarray, width_s: float) -> tuple[float, float]:
     return slope, slope / se
 
 
+def _significant(t_stat: float, num_batches: int) -> bool:
+    """Whether a trend over ``num_batches`` batch means is a rise: t > max(3, one-sided 99% Student t)."""
+    return t_stat > max(TREND_T_MIN, _T_99_ONE_SIDED.get(num_batches - 2, 0.0))
+
+
 def detect_saturation(
     records: RequestRecords,
     *,
@@ -348,7 +353,7 @@ def detect_saturation(
         batch_edges = warmup_s + width_s * np.arange(n + 1) / n
         slope, t_stat = _trend(_step_means(times, values, batch_edges), width_s / n)
         rise = slope * width_s
-        if t_stat > max(TREND_T_MIN, _T_99_ONE_SIDED.get(n - 2, 0.0)) and rise > rise_limit:
+        if _significant(t_stat, n) and rise > rise_limit:
             return True, (
                 f"{series} grows through the measurement window (by {rise:.0f} requests, "
                 f"t = {t_stat:.1f}): arrivals outpace completions, or the warm-up ends before steady state"
@@ -360,6 +365,29 @@ def detect_saturation(
             "(the backlog outlived the drain after the window)"
         )
     return False, ""
+
+
+def queue_delay_growth(
+    records: RequestRecords, *, warmup_s: float, end_at_s: float, num_batches: int = NUM_BATCHES
+) -> float:
+    """How fast TTFT grows with arrival time through the window [warmup_s, end_at_s]: the OLS slope
+    (s of TTFT per s of arrival time, dimensionless) of the mean TTFT of equal batches of the window's
+    arrivals, when that slope is a significant rise (the saturation rule's t test; batch means tame the
+    autocorrelation), else 0. A stable system's TTFT has no trend; a FIFO queue overloaded by
+    rho = arrival rate / service rate > 1 has TTFT growing at rho - 1 s per s. Requests that never got
+    a first token are left out (``detect_saturation`` counts them); 0 when a batch has no request with
+    one."""
+    arrival = records.arrival_at_s
+    ttft_s = records.first_token_at_s - arrival
+    edges = warmup_s + (end_at_s - warmup_s) * np.arange(num_batches + 1) / num_batches
+    which = np.searchsorted(edges, arrival, side="right") - 1
+    keep = (which >= 0) & (which < num_batches) & ~np.isnan(ttft_s)
+    counts = np.bincount(which[keep], minlength=num_batches)
+    if num_batches < 3 or np.any(counts == 0):
+        return 0.0
+    means = np.bincount(which[keep], weights=ttft_s[keep], minlength=num_batches) / counts
+    slope, t_stat = _trend(means, (end_at_s - warmup_s) / num_batches)
+    return slope if _significant(t_stat, num_batches) else 0.0
 
 
 # ----------------------------------------------------------------------------------------------

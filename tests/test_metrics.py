@@ -17,6 +17,7 @@ from simulator.metrics import (
     detect_saturation,
     mean_estimate,
     quantile_estimate,
+    queue_delay_growth,
     summarize,
     t_quantile_975,
 )
@@ -38,16 +39,24 @@ def _records(arrival, first, finish, output, inputs=None, preemptions=None, sche
     )
 
 
+def _mm1(rate_per_s: float, service_rate_per_s: float, duration_s: float,
+         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(arrival, service start, service time) of an M/M/1 FIFO queue whose arrivals stop at duration_s."""
+    arrival = np.sort(rng.uniform(0.0, duration_s, rng.poisson(rate_per_s * duration_s)))
+    service = rng.exponential(1.0 / service_rate_per_s, len(arrival))
+    start = np.empty(len(arrival))
+    free_at = 0.0
+    for i, (a, s) in enumerate(zip(arrival, service, strict=True)):
+        start[i] = max(free_at, a)
+        free_at = start[i] + s
+    return arrival, start, service
+
+
 def _fifo_queue(rate_per_s: float, service_rate_per_s: float, duration_s: float, seed: int) -> RequestRecords:
     """M/M/1 FIFO records; requests not finished by duration_s are unfinished (NaN)."""
     rng = np.random.default_rng(seed)
-    arrival = np.sort(rng.uniform(0.0, duration_s, rng.poisson(rate_per_s * duration_s)))
-    service = rng.exponential(1.0 / service_rate_per_s, len(arrival))
-    finish = np.empty(len(arrival))
-    free_at = 0.0
-    for i, (a, s) in enumerate(zip(arrival, service, strict=True)):
-        free_at = max(free_at, a) + s
-        finish[i] = free_at
+    arrival, start, service = _mm1(rate_per_s, service_rate_per_s, duration_s, rng)
+    finish = start + service
     first = finish - 0.5 * service
     output = rng.integers(1, 50, len(arrival))
     return _records(
@@ -296,3 +305,39 @@ def test_growing_lives_are_saturation() -> None:
             _infinite_server(2.5, 2000.0, lives, seed), warmup_s=200.0, end_at_s=2000.0
         )
         assert saturated and "number in the system" in reason
+
+
+def _drained_fifo(rate_per_s: float, service_rate_per_s: float, duration_s: float,
+                  seed: int) -> RequestRecords:
+    """M/M/1 FIFO records with every request served (the queue drains after the arrivals stop); the
+    first token comes a tenth of the way through the service."""
+    arrival, start, service = _mm1(rate_per_s, service_rate_per_s, duration_s, np.random.default_rng(seed))
+    return _records(arrival, start + 0.1 * service, start + service, np.ones(len(arrival), dtype=int))
+
+
+def test_queue_delay_growth_of_an_overloaded_fifo_queue_is_rho_minus_one() -> None:
+    """An M/M/1 queue at rho = 10/9 builds (10 - 9) requests of queue per s, each served at 9/s: the
+    waiting time grows at rho - 1 = 0.111 s per s. Over 20 seeds the estimate's mean is within 3
+    standard errors of that; a stable queue (rho = 0.8) shows no growth worth a second over 600 s."""
+    growth = [queue_delay_growth(_drained_fifo(10.0, 9.0, 600.0, seed), warmup_s=100.0, end_at_s=600.0)
+              for seed in range(20)]
+    assert all(g > 0 for g in growth)
+    assert abs(np.mean(growth) - 1.0 / 9.0) < 3 * np.std(growth) / math.sqrt(len(growth))
+    for seed in range(20):
+        stable = queue_delay_growth(_drained_fifo(8.0, 10.0, 600.0, seed), warmup_s=100.0, end_at_s=600.0)
+        assert 0.0 <= stable * 600.0 < 1.0
+
+
+def test_queue_delay_growth_of_exact_trends() -> None:
+    """TTFT rising at 0.01 s per s with no noise is a perfect trend, also with the requests that never got
+    a first token left out; a flat TTFT and a window with an empty batch give 0."""
+    arrival = np.linspace(0.0, 100.0, 1001)
+    first = arrival + 0.5 + 0.01 * arrival
+    records = _records(arrival, first, first + 1.0, np.ones(1001, dtype=int))
+    assert queue_delay_growth(records, warmup_s=0.0, end_at_s=100.0) == pytest.approx(0.01, rel=0.02)
+    flat = _records(arrival, arrival + 0.5, arrival + 1.5, np.ones(1001, dtype=int))
+    assert queue_delay_growth(flat, warmup_s=0.0, end_at_s=100.0) == 0.0
+    unserved = _records(arrival, np.where(arrival % 10 < 9, first, NAN), first + 1.0,
+                        np.ones(1001, dtype=int))
+    assert queue_delay_growth(unserved, warmup_s=0.0, end_at_s=100.0) == pytest.approx(0.01, rel=0.02)
+    assert queue_delay_growth(records, warmup_s=0.0, end_at_s=200.0) == 0.0  # batches past the arrivals

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from simulator import planner
@@ -428,3 +429,29 @@ def test_a_light_probe_runs_long_enough_for_a_sample_of_arrivals():
     assert verdict.extra["steps_per_replica_s"] > 0
     # fleets are not stretched (their rate is the target, never a probe's)
     assert evaluator.timing(4) == evaluator._stretched(4, rate_per_s)
+
+
+@pytest.mark.parametrize(("growth", "fails"), [(0.0, False), (0.003, False), (0.004, True)])
+def test_a_queue_that_would_outgrow_the_ttft_limit_in_an_mlperf_run_fails(growth: float, fails: bool):
+    """TTFT growing at g s per s adds g x QUEUE_HORIZON_S (600 s, MLPerf's minimum run) by the end of such
+    a run: with a 2 s limit, 0.003 s per s (1.8 s) passes and 0.004 (2.4 s) fails, however short the
+    simulated window that measured it."""
+    from types import SimpleNamespace
+
+    from simulator.candidates import QUEUE_HORIZON_S, SimulationEvaluator
+    from simulator.deployment import make_deployment
+    from simulator.metrics import RequestRecords, Slo
+
+    assert QUEUE_HORIZON_S == 600.0
+    sc = scenario("model=llama3.1-8b", "workload.benchmark=llama3.1-8b")
+    evaluator = SimulationEvaluator(make_deployment("llama3.1-8b", "h100", "fp8"), sc.workload,
+                                    Slo(ttft_p99_s=2.0, tpot_p99_s=0.1), router="least-outstanding", seed=0,
+                                    search_duration_s=20.0, fleet_duration_s=20.0, latency_hint_s=1.0)
+    arrival = np.linspace(0.0, 200.0, 2001)
+    first = arrival + 0.2 + growth * arrival
+    n = len(arrival)
+    records = RequestRecords(arrival_at_s=arrival, first_token_at_s=first, finish_at_s=first + 5.0,
+                             input_tokens=np.full(n, 100), output_tokens=np.full(n, 10),
+                             preemptions=np.zeros(n, dtype=int), replica=np.zeros(n, dtype=int))
+    result = SimpleNamespace(records=records, warmup_s=50.0, duration_s=200.0)
+    assert evaluator._queue_outgrows_ttft(result) is fails

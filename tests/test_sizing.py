@@ -273,12 +273,12 @@ def test_guess_at_rate_hi_returns_without_more_evaluations() -> None:
     assert rate == 10.0 and len(fake.calls) == 2
 
 
-@pytest.mark.parametrize("offset", range(-12, 6))
+@pytest.mark.parametrize("offset", range(-12, 9))
 def test_pair_scan_then_gallop_finds_the_smallest_passing_fleet(monkeypatch: pytest.MonkeyPatch,
                                                                  offset: int) -> None:
-    """Scanning down from the estimate two fleets at a time, then galloping from where the scan stopped,
-    finds the smallest passing fleet wherever it lies; when it is 0-4 replicas below the estimate (the
-    usual pooling gain of a state-aware router) the parallel rounds alone find it, with no sequential run."""
+    """Scanning from the estimate two fleets at a time (down while both pass, up while both fail), then
+    galloping from where the scan stopped, finds the smallest passing fleet wherever it lies; when it is
+    within 4 replicas of the estimate the parallel rounds alone find it, with no sequential run."""
     from simulator import candidate_search
 
     capacity, start = 40.0, 83
@@ -297,12 +297,46 @@ def test_pair_scan_then_gallop_finds_the_smallest_passing_fleet(monkeypatch: pyt
         def target_rate_per_s() -> float:
             return rate
 
+    class Found:
+        cap = 1000
+
     monkeypatch.setattr(candidate_search, "_prefetch", fake_prefetch)
     sequential = LinearFleet(capacity)
     cache, counts = CachedEvaluator(sequential), [0]
-    begin = candidate_search._scan_down_in_pairs(Target(), None, counts, cache, start, None)
+    begin = candidate_search._scan_in_pairs(Target(), Found(), counts, cache, start, None)
     found, _ = min_replicas(cache, rate_per_s=rate, start=begin, max_replicas=1000)
     assert found == answer
     assert counts[0] <= 2 * candidate_search.PAIR_ROUNDS
-    if -4 <= offset <= 0:
+    if -4 <= offset <= 4:
         assert sequential.calls == []
+
+
+def test_pair_scan_up_stops_at_the_replica_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scan up from a failing estimate never simulates fleets above the cap; the search then reports
+    the candidate infeasible."""
+    from simulator import candidate_search
+
+    capacity, start, cap = 40.0, 83, 86
+    rate = capacity * 99.5  # needs 100 replicas
+    simulated: list[int] = []
+
+    def fake_prefetch(sc, found, counts, cache, pair, message) -> None:
+        for n in pair:
+            simulated.append(n)
+            cache.verdicts[(n, rate)] = LinearFleet(capacity).evaluate(n, rate)
+
+    class Target:
+        @staticmethod
+        def target_rate_per_s() -> float:
+            return rate
+
+    class Found:
+        pass
+
+    Found.cap = cap
+    monkeypatch.setattr(candidate_search, "_prefetch", fake_prefetch)
+    cache = CachedEvaluator(LinearFleet(capacity))
+    begin = candidate_search._scan_in_pairs(Target(), Found(), [0], cache, start, None)
+    assert max(simulated) <= cap and begin <= cap
+    with pytest.raises(NoFeasibleAnswer):
+        min_replicas(cache, rate_per_s=rate, start=begin, max_replicas=cap)
