@@ -410,8 +410,7 @@ class SimulationEvaluator:
         """Replica-steps a run of ``num_replicas`` would simulate (warm-up, window and cool-down), each
         replica stepping ``steps_per_replica_s`` times per simulated second (as one replica did alone at
         about the same per-replica load): the cost of the run, independent of the machine."""
-        duration_s, warmup_s = self.timing(num_replicas)
-        return num_replicas * (duration_s + warmup_s) * steps_per_replica_s
+        return num_replicas * sum(self._lengths(num_replicas)) * steps_per_replica_s
 
     def _stretched(self, num_replicas: int, rate_per_s: float) -> tuple[float, float]:
         """``timing`` with a one-replica window long enough for ``MIN_WINDOW_REQUESTS`` expected arrivals
@@ -461,7 +460,6 @@ class SimulationEvaluator:
                 "steps_per_replica_s": result.steps / (result.num_replicas * result.end_at_s),
             },
         )
-
 
     def _queue_outgrows_ttft(self, result: Any) -> bool:
         """Whether TTFT grows through the window fast enough to add more than the p99 TTFT limit over

@@ -455,3 +455,32 @@ def test_a_queue_that_would_outgrow_the_ttft_limit_in_an_mlperf_run_fails(growth
                              preemptions=np.zeros(n, dtype=int), replica=np.zeros(n, dtype=int))
     result = SimpleNamespace(records=records, warmup_s=50.0, duration_s=200.0)
     assert evaluator._queue_outgrows_ttft(result) is fails
+
+
+def test_fleet_runs_warm_up_longer_than_they_cool_down():
+    """A fleet run near capacity warms up for FLEET_WARMUP_FACTOR x the one-replica multiple of mean
+    latencies (batches still growing otherwise read as saturation), measures for FLEET_LENGTH_FACTOR x
+    the window multiple, and cools down for the one-replica multiple, at least the p99 latency; the
+    too-large guard prices exactly those three."""
+    from simulator.candidates import (
+        FLEET_LENGTH_FACTOR,
+        FLEET_WARMUP_FACTOR,
+        WARMUP_LATENCIES,
+        WINDOW_LATENCIES,
+        SimulationEvaluator,
+    )
+    from simulator.deployment import make_deployment
+
+    sc = scenario("model=llama3.1-8b", "workload.benchmark=llama3.1-8b")
+    mean_s, p99_s = 24.0, 82.0
+    evaluator = SimulationEvaluator(make_deployment("llama3.1-8b", "h100", "fp8"), sc.workload,
+                                    sc.slo.to_slo(), router="least-outstanding", seed=0,
+                                    search_duration_s=20.0, fleet_duration_s=20.0, latency_hint_s=1.0,
+                                    fleet_latency_s=(mean_s, p99_s))
+    warmup_s = FLEET_WARMUP_FACTOR * WARMUP_LATENCIES * mean_s
+    window_s = FLEET_LENGTH_FACTOR * WINDOW_LATENCIES * mean_s
+    cooldown_s = max(WARMUP_LATENCIES * mean_s, p99_s)
+    assert evaluator.timing(80) == pytest.approx((warmup_s + window_s, warmup_s))
+    steps = evaluator.fleet_replica_steps(80, 10.0)
+    assert steps == pytest.approx(80 * (warmup_s + window_s + cooldown_s) * 10.0)
+    assert cooldown_s < warmup_s
