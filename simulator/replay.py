@@ -706,12 +706,17 @@ _FULL_CACHE: dict[tuple, dict[str, Any]] = {}
 def _simulated(dep: Deployment, plan: MemoryPlan, key: PartKey, lens: Lengths, fast: float, seed: int
                ) -> dict[str, Any]:
     """Full simulation of one replica of ``dep`` for ``key`` (Offline run or Server rate search), memoised."""
-    cache_key = (key, dep.layout, _efficiency_signature(dep), seed)
+    if key.scenario == "offline":
+        return _memo((key, dep.layout, _efficiency_signature(dep), seed),
+                     lambda: simulate_offline(dep, plan, lens, fast, seed))
+    return _memo((key, dep.layout, _efficiency_signature(dep), seed),
+                 lambda: simulate_server(dep, key, lens, fast, seed))
+
+
+def _memo(cache_key: tuple, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``_FULL_CACHE[cache_key]``, computed by ``compute()`` on first use."""
     if cache_key not in _FULL_CACHE:
-        if key.scenario == "offline":
-            _FULL_CACHE[cache_key] = simulate_offline(dep, plan, lens, fast, seed)
-        else:
-            _FULL_CACHE[cache_key] = simulate_server(dep, key, lens, fast, seed)
+        _FULL_CACHE[cache_key] = compute()
     return _FULL_CACHE[cache_key]
 
 
@@ -829,11 +834,9 @@ def _role_run(role: str, dep: Deployment, key: PartKey, lens: Lengths, rate_per_
     """``simulate_server`` of one replica of ``dep`` in ``role`` (decode: the TPOT limit only; prefill: the
     TTFT limit only), started from the fast ``rate_per_s``; memoised."""
     role_key = replace(key, ttft_limit_s=None) if role == "decode" else replace(key, tpot_limit_s=None)
-    cache_key = (role_key, dep.layout, _efficiency_signature(dep), seed, role)
-    if cache_key not in _FULL_CACHE:
-        _FULL_CACHE[cache_key] = simulate_server([ReplicaGroup(dep, 1, role=role)], role_key, lens,
-                                                 rate_per_s * lens.mean_output, seed)
-    return _FULL_CACHE[cache_key]
+    return _memo((role_key, dep.layout, _efficiency_signature(dep), seed, role),
+                 lambda: simulate_server([ReplicaGroup(dep, 1, role=role)], role_key, lens,
+                                         rate_per_s * lens.mean_output, seed))
 
 
 def _mlperf_run_factor(key: PartKey, lens: Lengths, per_replica: float, lost_s: float,

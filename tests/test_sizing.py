@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -297,13 +298,10 @@ def test_pair_scan_then_gallop_finds_the_smallest_passing_fleet(monkeypatch: pyt
         def target_rate_per_s() -> float:
             return rate
 
-    class Found:
-        cap = 1000
-
     monkeypatch.setattr(candidate_search, "_prefetch", fake_prefetch)
     sequential = LinearFleet(capacity)
     cache, counts = CachedEvaluator(sequential), [0]
-    begin = candidate_search._scan_in_pairs(Target(), Found(), counts, cache, start, None)
+    begin = candidate_search._scan_in_pairs(Target(), SimpleNamespace(cap=1000), counts, cache, start, None)
     found, _ = min_replicas(cache, rate_per_s=rate, start=begin, max_replicas=1000)
     assert found == answer
     assert counts[0] <= 2 * candidate_search.PAIR_ROUNDS
@@ -330,13 +328,9 @@ def test_pair_scan_up_stops_at_the_replica_cap(monkeypatch: pytest.MonkeyPatch) 
         def target_rate_per_s() -> float:
             return rate
 
-    class Found:
-        pass
-
-    Found.cap = cap
     monkeypatch.setattr(candidate_search, "_prefetch", fake_prefetch)
     cache = CachedEvaluator(LinearFleet(capacity))
-    begin = candidate_search._scan_in_pairs(Target(), Found(), [0], cache, start, None)
+    begin = candidate_search._scan_in_pairs(Target(), SimpleNamespace(cap=cap), [0], cache, start, None)
     assert max(simulated) <= cap and begin <= cap
     with pytest.raises(NoFeasibleAnswer):
         min_replicas(cache, rate_per_s=rate, start=begin, max_replicas=cap)
